@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make demo` (set up, run a small job end to end) and
+# `make test` (set up, lint, run the tests). torch is pinned to its CPU build here only;
+# the package itself asks for torch>=2.4 so GPU users keep their own build.
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/schedlab train --dataset moons --schedule cosine --steps 2000 --seed 0 \
+		--set n=20000 --set samples=2000 --out out/demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest

@@ -1,0 +1,94 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from schedlab.diffusion import NoiseSchedule
+from schedlab.metrics import HeldoutLoss, KLReference, kl_divergence, reference_eval_loss
+
+
+def gaussian_kl_bits(mu_p, var_p, mu_q, var_q, d=2):
+    """KL(N(mu_p, var_p I) || N(mu_q, var_q I)) in bits, closed form."""
+    nats = 0.5 * (
+        d * var_p / var_q + np.sum((mu_q - mu_p) ** 2) / var_q - d + d * math.log(var_q / var_p)
+    )
+    return nats / math.log(2)
+
+
+def test_kl_of_two_gaussians_matches_closed_form():
+    rng = np.random.default_rng(0)
+    mu_q = np.array([0.5, 0.0])
+    real = rng.normal(size=(40_000, 2))
+    gen = mu_q + 1.5 * rng.normal(size=(40_000, 2))
+    expected = gaussian_kl_bits(np.zeros(2), 1.0, mu_q, 2.25)
+    assert expected == pytest.approx(0.4486, abs=1e-4)
+    assert kl_divergence(real, gen) == pytest.approx(expected, abs=0.05)
+
+
+def test_kl_of_one_distribution_is_near_zero():
+    rng = np.random.default_rng(1)
+    real, gen = rng.normal(size=(30_000, 2)), rng.normal(size=(30_000, 2))
+    assert abs(kl_divergence(real, gen)) < 0.03
+
+
+def test_kl_formula_on_a_tiny_case():
+    """The estimator written out by brute force on 6 points (k=1, Chebyshev)."""
+    real = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    gen = np.array([[0.5, 0.1], [2.0, 2.0], [0.0, 1.0]])
+    cheb = lambda a, b: np.max(np.abs(a[:, None] - b[None]), axis=-1)  # noqa: E731
+    rr = cheb(real, real) + np.diag([np.inf] * 4)
+    rho, nu = rr.min(1), cheb(real, gen).min(1)
+    expected = (math.log(3 / 3) + 2 * (np.log(nu).mean() - np.log(rho).mean())) / math.log(2)
+    assert kl_divergence(real, gen, k=1) == pytest.approx(expected, rel=1e-12)
+
+
+def test_duplicates_do_not_give_inf():
+    rng = np.random.default_rng(2)
+    real = np.repeat(rng.normal(size=(100, 2)), 10, axis=0)  # every point 10 times
+    gen = np.concatenate([real[:50], real[:50]])
+    value = kl_divergence(real, gen)
+    assert math.isfinite(value)
+
+
+def test_nan_samples_give_a_clear_error():
+    real = np.random.default_rng(3).normal(size=(100, 2))
+    gen = real[:50].copy()
+    gen[7] = np.nan
+    gen[9, 1] = np.inf
+    with pytest.raises(ValueError, match="2 of 50 generated points are NaN/inf"):
+        KLReference(real).kl(gen)
+
+
+def test_wrong_shapes():
+    with pytest.raises(ValueError, match="generated points must have shape"):
+        kl_divergence(np.zeros((10, 2)) + np.arange(10)[:, None], np.zeros((10, 3)))
+
+
+def test_reference_eval_loss_is_mean_of_batch_means():
+    s = NoiseSchedule(100, dtype=torch.float64)
+    points = torch.randn(1000, 2, dtype=torch.float64)
+
+    def model(x, t):
+        return 0.3 * x
+
+    got = reference_eval_loss(model, s, points, 256, seed=5)
+    # Recompute with the same draws: batches of 256 (last one 232), equal weight each.
+    from schedlab.seeding import generator
+
+    g = generator(5, "eval")
+    t = torch.randint(0, 100, (1000,), generator=g)
+    eps = torch.randn(1000, 2, generator=g, dtype=torch.float64)
+    xt = s.sqrt_abar[t, None] * points + s.sqrt_one_minus_abar[t, None] * eps
+    per = ((0.3 * xt - eps) ** 2).mean(1)
+    expected = np.mean([per[i : i + 256].mean().item() for i in range(0, 1000, 256)])
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_heldout_loss_uses_fixed_draws():
+    s = NoiseSchedule(100)
+    pts = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+    a, b = HeldoutLoss(pts, s, torch.float32), HeldoutLoss(pts, s, torch.float32)
+    model = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    assert a(model) == b(model)
+    assert a(model) == pytest.approx(float((a.eps.double() ** 2).mean()), rel=1e-6)

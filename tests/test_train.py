@@ -1,0 +1,49 @@
+import numpy as np
+import torch
+
+from schedlab import data, schedules
+from schedlab.settings import TrainSettings
+from schedlab.train import build_model, train_reference
+
+SMALL = TrainSettings(steps=40, batch_size=64, emb_size=16, hidden_size=32, hidden_layers=2)
+
+
+def small_points():
+    return data.load("moons", 500)
+
+
+def test_same_seed_same_numbers():
+    spec = schedules.resolve("cosine")
+    a = train_reference(small_points(), spec, SMALL, seed=3)
+    b = train_reference(small_points(), spec, SMALL, seed=3)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    for pa, pb in zip(a.ema_model.parameters(), b.ema_model.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+def test_seeds_differ_and_schedules_share_initial_weights():
+    w0 = [p.clone() for p in build_model(SMALL, 0).parameters()]
+    w1 = [p.clone() for p in build_model(SMALL, 1).parameters()]
+    assert not torch.equal(w0[0], w1[0])
+    const = train_reference(small_points(), schedules.resolve("constant"), SMALL, seed=0)
+    cos = train_reference(small_points(), schedules.resolve("cosine"), SMALL, seed=0)
+    # Step 0 sees the same weights, data and noise under both schedules: same loss.
+    assert const.losses[0] == cos.losses[0]
+    assert const.losses[-1] != cos.losses[-1]
+
+
+def test_records_the_lr_the_optimizer_used():
+    spec = schedules.resolve("step", {"step_size": 10, "gamma": 0.5})
+    result = train_reference(small_points(), spec, SMALL, seed=0)
+    expected = schedules.lr_curve("step", SMALL.steps, SMALL.lr, step_size=10, gamma=0.5)
+    np.testing.assert_allclose(result.lrs, expected, rtol=1e-15)
+    assert result.losses.shape == (40,)
+    assert result.training_time > 0
+
+
+def test_diverging_run_is_recorded_not_raised():
+    settings = SMALL.model_copy(update={"lr": 1e30, "clip": 1e30})
+    result = train_reference(small_points(), schedules.resolve("constant"), settings, seed=0)
+    assert result.diverged_at is not None
+    assert len(result.losses) == result.diverged_at + 1
+    assert not np.isfinite(result.losses[-1])
