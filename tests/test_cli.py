@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from schedlab import schedules
 from schedlab.cli import app
 
 runner = CliRunner()
@@ -88,3 +89,78 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(message)
+
+
+@pytest.mark.parametrize("name", [*sorted(schedules.SCHEDULES), "baseline"])
+def test_every_schedule_trains_through_the_cli(name):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--schedule",
+            name,
+            "--steps",
+            "6",
+            "--json",
+            *SMALL,
+            "--set",
+            "hidden_size=32",
+            "--set",
+            "emb_size=16",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "done"
+    assert payload["schedule"] == schedules.lookup(name).name
+
+
+def test_schedules_lists_every_name_and_parameter():
+    result = runner.invoke(app, ["schedules"], terminal_width=200)
+    assert result.exit_code == 0
+    for name, definition in schedules.SCHEDULES.items():
+        assert name in result.stdout
+        for key in definition.params:
+            assert key in result.stdout
+
+
+def test_schedules_plot_writes_an_image(tmp_path):
+    import matplotlib.image
+
+    out = tmp_path / "lr.png"
+    result = runner.invoke(
+        app,
+        [
+            "schedules",
+            "plot",
+            "cosine",
+            "step:step_size=100,gamma=0.1",
+            "multistep:milestones=[300,600],gamma=0.5",
+            "--steps",
+            "1000",
+            "--out",
+            str(out),
+            "--log",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    image = matplotlib.image.imread(out)
+    assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["warp"], "error: unknown schedule 'warp'"),
+        (["step:gamma=2"], "error: schedule 'step': gamma must be a float in (0, 1], got 2"),
+        (["step:gamma"], "error: malformed parameter 'gamma'"),
+        (["cosine", "--steps", "0"], "error: --steps must be a positive int, got 0"),
+        (["cosine", "--lr", "-1"], "error: lr must be a finite float > 0, got -1.0"),
+    ],
+)
+def test_schedules_plot_bad_input(args, message, tmp_path):
+    result = runner.invoke(app, ["schedules", "plot", *args, "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(message)
+    assert not (tmp_path / "x.png").exists()

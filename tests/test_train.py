@@ -47,3 +47,24 @@ def test_diverging_run_is_recorded_not_raised():
     assert result.diverged_at is not None
     assert len(result.losses) == result.diverged_at + 1
     assert not np.isfinite(result.losses[-1])
+
+
+def test_schedule_free_evaluates_its_averaged_weights():
+    from schedlab.optim import build_optimizer, evaluation_weights
+
+    spec = schedules.resolve("schedule_free")
+    model = build_model(SMALL, 0)
+    optimizer = build_optimizer(model.parameters(), spec, 1e-2, 0.0)
+    x = torch.as_tensor(small_points()[:64])
+    t = torch.randint(0, 100, (64,))
+    for _ in range(5):
+        optimizer.zero_grad()
+        ((model(x, t) - x) ** 2).mean().backward()
+        optimizer.step()
+    train_weights = model.input.weight.detach().clone()
+    with evaluation_weights(optimizer):
+        eval_weights = model.input.weight.detach().clone()
+    assert not torch.equal(train_weights, eval_weights)
+    torch.testing.assert_close(model.input.weight.detach(), train_weights)
+    result = train_reference(small_points(), spec, SMALL, seed=0)
+    assert result.diverged_at is None and np.all(np.isfinite(result.losses))

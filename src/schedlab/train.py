@@ -18,6 +18,7 @@ import torch
 from schedlab.diffusion import NoiseSchedule, noise_prediction_loss
 from schedlab.ema import EMA
 from schedlab.model import Denoiser
+from schedlab.optim import build_optimizer, evaluation_weights, finish_training
 from schedlab.schedules import LRDriver, ScheduleSpec
 from schedlab.seeding import generator, stream_seed
 from schedlab.settings import TrainSettings
@@ -87,12 +88,15 @@ def train_reference(
     model = build_model(settings, seed)
     noise = noise_schedule(settings)
     data = torch.as_tensor(points, dtype=settings.torch_dtype)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    optimizer = build_optimizer(model.parameters(), schedule, settings.lr, settings.weight_decay)
     driver = LRDriver(optimizer, schedule, settings.steps)
     ema = EMA(model, settings.ema_beta, settings.ema_every, settings.ema_warmup)
-    watched = (lambda: heldout_loss(model)) if heldout_loss is not None else None
+
+    def watched() -> float:
+        assert heldout_loss is not None
+        with evaluation_weights(optimizer):
+            return heldout_loss(model)
+
     losses = np.empty(settings.steps, dtype=np.float64)
     lrs = np.empty(settings.steps, dtype=np.float64)
     diverged_at = None
@@ -110,10 +114,13 @@ def train_reference(
         if not math.isfinite(value):
             diverged_at = step
             break
-        driver.step(value, watched)
-        ema.update(step)
+        driver.step(value, watched if heldout_loss is not None else None)
+        if step % settings.ema_every == 0:
+            with evaluation_weights(optimizer):
+                ema.update(step)
         if progress is not None and (step + 1) % PROGRESS_EVERY == 0:
             progress(step + 1, value, lrs[step])
     training_time = time.perf_counter() - start
+    finish_training(optimizer)
     done = settings.steps if diverged_at is None else diverged_at + 1
     return TrainResult(model, ema.ema_model, losses[:done], lrs[:done], training_time, diverged_at)
