@@ -1,0 +1,81 @@
+"""`schedlab schedules`: list the schedules, draw their LR curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from schedlab import schedules
+from schedlab.cli.common import app, one_line_errors, out
+from schedlab.params import parse_assignment, split_top_level
+
+schedules_app = typer.Typer(
+    help="The LR schedules: list them, or draw their curves.", invoke_without_command=True
+)
+app.add_typer(schedules_app, name="schedules")
+
+
+@schedules_app.callback()
+def schedules_list(ctx: typer.Context) -> None:
+    """List every schedule with its parameters, defaults and valid ranges."""
+    if ctx.invoked_subcommand is not None:
+        return
+    table = Table(title="schedlab schedules (every one also takes warmup_steps)")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("parameters (default; valid range)")
+    for name in sorted(schedules.SCHEDULES):
+        definition = schedules.SCHEDULES[name]
+        params = "\n".join(
+            f"{key}={p.default!r}; {p.describe_range()}: {p.help}"
+            for key, p in definition.params.items()
+        )
+        table.add_row(name, definition.description, params or "-")
+    for alias, target in schedules.ALIASES.items():
+        table.add_row(alias, f"the reference study's baseline: {target}", "as " + target)
+    table.add_row(
+        "module:function",
+        "your own: function(optimizer, steps, **params) returns a torch LR scheduler",
+        "any",
+    )
+    out.print(table)
+
+
+def parse_schedule_arg(text: str) -> tuple[str, dict[str, Any]]:
+    """'step:step_size=1000,gamma=0.1' -> ('step', {...}); 'pkg.mod:fn:a=1' works too."""
+    head, sep, rest = text.partition(":")
+    if sep and head in schedules.names():
+        name, param_text = head, rest
+    elif "=" in text:
+        colon = text.rfind(":", 0, text.find("="))
+        if colon < 0:
+            raise ValueError(f"malformed schedule {text!r}; expected name:key=value,key=value")
+        name, param_text = text[:colon], text[colon + 1 :]
+    else:
+        return text, {}
+    return name, dict(parse_assignment(a) for a in split_top_level(param_text))
+
+
+@schedules_app.command("plot")
+@one_line_errors
+def schedules_plot(
+    specs: Annotated[list[str], typer.Argument(help="name or name:key=value,key=value")],
+    steps: Annotated[int, typer.Option(help="optimizer steps")] = 10_000,
+    lr: Annotated[float, typer.Option(help="base learning rate")] = 3e-4,
+    out_path: Annotated[Path, typer.Option("--out", help="PNG or SVG file")] = Path("lr.png"),
+    log: Annotated[bool, typer.Option("--log", help="log-scale LR axis")] = False,
+) -> None:
+    """Draw LR curves; plateau is drawn for a loss that never improves (its worst case)."""
+    if steps <= 0:
+        raise ValueError(f"--steps must be a positive int, got {steps}")
+    curves = {}
+    for text in specs:
+        name, params = parse_schedule_arg(text)
+        curves[text] = schedules.lr_curve(name, steps, lr, **params)
+    from schedlab.plots import plot_lr_curves
+
+    plot_lr_curves(curves, out_path, log=log, title=f"LR over {steps} steps, base {lr:g}")
+    out.print(f"wrote {out_path}")

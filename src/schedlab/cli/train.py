@@ -1,0 +1,128 @@
+"""`schedlab train`: one run, measured."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from schedlab import data, schedules
+from schedlab.cli.common import app, err, jsonable, one_line_errors, out
+from schedlab.params import parse_assignment
+from schedlab.settings import Settings
+
+
+def settings_from(assignments: list[str], steps: int) -> Settings:
+    """Defaults, then ``--set key=value`` (key from any section, e.g. n, batch_size, samples)."""
+    if steps <= 0:
+        raise ValueError(f"--steps must be a positive int, got {steps}")
+    sections: dict[str, dict[str, Any]] = {"data": {}, "train": {"steps": steps}, "eval": {}}
+    owners = {
+        key: section
+        for section, model in Settings.model_fields.items()
+        for key in model.annotation.model_fields  # type: ignore[union-attr]
+    }
+    for text in assignments:
+        key, value = parse_assignment(text)
+        if key not in owners:
+            raise ValueError(
+                f"unknown setting {key!r}; valid settings: {', '.join(sorted(owners))}"
+            )
+        sections[owners[key]][key] = value
+    return Settings.model_validate(sections)
+
+
+def schedule_params(assignments: list[str]) -> dict[str, Any]:
+    return dict(parse_assignment(text) for text in assignments)
+
+
+@app.command()
+@one_line_errors
+def train(
+    dataset: Annotated[str, typer.Option(help=f"one of {', '.join(data.names())}")] = "moons",
+    schedule: Annotated[str, typer.Option(help="a schedule name (see `schedlab schedules`)")] = (
+        "cosine"
+    ),
+    steps: Annotated[int, typer.Option(help="optimizer steps")] = 10_000,
+    seed: Annotated[int, typer.Option(help="run seed (weights, data order, noise)")] = 0,
+    param: Annotated[
+        list[str] | None, typer.Option(help="schedule parameter key=value (repeatable)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="setting key=value, e.g. n=4000, batch_size=128, samples=500"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="write curves.npz and samples.npz here")
+    ] = None,
+) -> None:
+    """Train and measure one run of the reference DDPM."""
+    from schedlab.pipeline import Workload, run_one
+
+    data.check_name(dataset)
+    settings = settings_from(set_ or [], steps)
+    spec = schedules.resolve(schedule, schedule_params(param or []), settings.train.steps)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"{dataset}/{schedule}", total=settings.train.steps, info="")
+
+        def progress(step: int, loss: float, lr: float) -> None:
+            bar.update(task, completed=step, info=f"loss {loss:.4f}  lr {lr:.2e}")
+
+        outcome = run_one(Workload(dataset, settings), spec, seed, settings, progress)
+    result = {
+        "dataset": dataset,
+        "schedule": spec.name,
+        "params": spec.params,
+        "seed": seed,
+        "status": outcome.status,
+        "diverged_at": outcome.diverged_at,
+        **outcome.metrics,
+        "notes": outcome.notes,
+        "settings": settings.model_dump(),
+    }
+    if out_dir is not None:
+        write_outputs(out_dir, outcome, result)
+    if as_json:
+        print(json.dumps(jsonable(result)))
+        return
+    show_metrics(result)
+
+
+def write_outputs(out_dir: Path, outcome: Any, result: dict[str, Any]) -> None:
+    import numpy as np
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "curves.npz", loss=outcome.losses, lr=outcome.lrs)
+    if outcome.samples is not None:
+        np.savez_compressed(out_dir / "samples.npz", samples=outcome.samples)
+    (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=2))
+
+
+def show_metrics(result: dict[str, Any]) -> None:
+    from schedlab.pipeline import METRIC_KEYS
+
+    table = Table(
+        title=f"{result['dataset']} / {result['schedule']} / seed {result['seed']}: "
+        f"{result['status']}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in METRIC_KEYS:
+        value = result[key]
+        table.add_row(key, "-" if not math.isfinite(value) else f"{value:.4f}")
+    out.print(table)
+    for note in result["notes"]:
+        out.print(f"note: {note}")

@@ -1,0 +1,161 @@
+"""Study files: load a TOML study, validate it, expand its grid into content-addressed runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schedlab import data, schedules
+from schedlab.schedules import ScheduleSpec
+from schedlab.settings import DataSettings, EvalSettings, Settings, TrainSettings
+
+# Bump when a change alters the numbers a run produces: old results then get new ids.
+NUMERIC_VERSION = 1
+PRESETS = ("paper", "quick")
+
+
+class ScheduleEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    label: str | None = Field(None, min_length=1, description="display name; defaults to name")
+    params: dict[str, Any] = Field(default_factory=dict)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="overrides train.lr")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    datasets: list[str] = Field(min_length=1)
+    seeds: int | list[int] = 1
+    data: DataSettings = DataSettings()
+    train: TrainSettings = TrainSettings()
+    eval: EvalSettings = EvalSettings()
+    schedules: list[ScheduleEntry] = Field(min_length=1)
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, value: list[str]) -> list[str]:
+        for name in value:
+            data.check_name(name)
+        if len(set(value)) != len(value):
+            raise ValueError("datasets are listed twice")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {value}")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("seeds must not be an empty list")
+            if any(s < 0 for s in value) or len(set(value)) != len(value):
+                raise ValueError(f"seeds must be distinct non-negative ints, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_schedules(self) -> StudySpec:
+        labels = [entry.display for entry in self.schedules]
+        duplicate = next((x for x in labels if labels.count(x) > 1), None)
+        if duplicate:
+            raise ValueError(f"schedule label {duplicate!r} is used twice; give each a label")
+        for entry in self.schedules:
+            schedules.resolve(entry.name, entry.params, self.train.steps)
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def settings_for(self, entry: ScheduleEntry) -> Settings:
+        train = self.train if entry.lr is None else self.train.model_copy(update={"lr": entry.lr})
+        return Settings(data=self.data, train=train, eval=self.eval)
+
+    def runs(self) -> list[RunSpec]:
+        """The grid, datasets x schedules x seeds, in file order."""
+        out = []
+        for dataset in self.datasets:
+            for entry in self.schedules:
+                spec = schedules.resolve(entry.name, entry.params, self.train.steps)
+                for seed in self.seed_list:
+                    out.append(
+                        RunSpec(dataset, spec, entry.display, seed, self.settings_for(entry))
+                    )
+        return out
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    schedule: ScheduleSpec
+    label: str
+    seed: int
+    settings: Settings
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the run's result (the label does not)."""
+        return {
+            "dataset": self.dataset,
+            "schedule": self.schedule.name,
+            "params": self.schedule.params,
+            "seed": self.seed,
+            "settings": self.settings.model_dump(mode="json"),
+            "numeric_version": NUMERIC_VERSION,
+        }
+
+    @property
+    def run_id(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    if first["type"] == "missing":
+        return f"missing key {where!r}"
+    prefix = f"{where}: " if where else ""
+    return f"{prefix}{message}"
+
+
+def parse_study(text: str, source: str) -> StudySpec:
+    """A validated StudySpec, or a one-line ValueError naming the file and the problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source}: not valid TOML: {err}") from err
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(f"{source}: {_first_error(err)}") from err
+
+
+def load_study(ref: str) -> StudySpec:
+    """A study from a TOML file path or a preset name (paper, quick)."""
+    path = Path(ref)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"study file {ref!r} does not exist; presets: {', '.join(PRESETS)}")
+        return parse_study(path.read_text(), str(path))
+    if ref not in PRESETS:
+        raise ValueError(
+            f"unknown study {ref!r}: not a file and not a preset ({', '.join(PRESETS)})"
+        )
+    text = resources.files("schedlab").joinpath(f"resources/presets/{ref}.toml").read_text()
+    return parse_study(text, f"preset {ref}")

@@ -1,0 +1,409 @@
+"""Studies: grid and ids, the store, resume after kill -9, divergence, bad input."""
+
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from schedlab.cli import app
+from schedlab.executors import local
+from schedlab.executors.local import Events, run_study
+from schedlab.spec import load_study, parse_study
+from schedlab.store import SCHEMA_VERSION, Store
+
+runner = CliRunner()
+
+SMALL = """
+[data]
+n = 2000
+[train]
+steps = 30
+emb_size = 16
+hidden_size = 32
+hidden_layers = 2
+[eval]
+samples = 200
+heldout = 200
+"""
+TINY = (
+    'name = "tiny"\ndatasets = ["moons", "line"]\nseeds = 2\n'
+    + SMALL
+    + """
+[[schedules]]
+name = "cosine"
+[[schedules]]
+name = "step"
+label = "step-fast"
+params = { step_size = 10, gamma = 0.5 }
+"""
+)
+DETERMINISTIC = (
+    "eval_loss",
+    "eval_loss_heldout",
+    "eval_loss_heldout_ema",
+    "kl_divergence",
+    "kl_floor",
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_grid_expansion_and_ids():
+    study = parse_study(TINY, "tiny")
+    runs = study.runs()
+    assert len(runs) == 2 * 2 * 2
+    assert {(r.dataset, r.label, r.seed) for r in runs} == {
+        (d, s, seed) for d in ("moons", "line") for s in ("cosine", "step-fast") for seed in (0, 1)
+    }
+    assert len({r.run_id for r in runs}) == 8
+    assert runs[0].settings.train.steps == 30
+    step = next(r for r in runs if r.label == "step-fast")
+    assert step.schedule.params["step_size"] == 10 and step.schedule.params["gamma"] == 0.5
+
+
+def test_reordering_changes_no_id_and_a_setting_changes_every_id():
+    reordered = (
+        'seeds = [1, 0]\ndatasets = ["line", "moons"]\nname = "tiny"\n'
+        + SMALL
+        + '[[schedules]]\nparams = { gamma = 0.5, step_size = 10 }\nlabel = "step-fast"\n'
+        'name = "step"\n[[schedules]]\nname = "cosine"\n'
+    )
+    ids = {r.run_id for r in parse_study(TINY, "a").runs()}
+    assert {r.run_id for r in parse_study(reordered, "b").runs()} == ids
+    changed = parse_study(TINY.replace("n = 2000", "n = 2001"), "c")
+    assert not ids & {r.run_id for r in changed.runs()}
+    relabelled = parse_study(TINY.replace('label = "step-fast"', 'label = "other"'), "d")
+    assert {r.run_id for r in relabelled.runs()} == ids
+
+
+def test_presets():
+    paper = load_study("paper")
+    runs = paper.runs()
+    assert len(runs) == 60 and paper.train.steps == 10_000 and paper.seed_list == [0, 1, 2]
+    assert {r.dataset for r in runs} == {"circle", "dino", "line", "moons"}
+    # The paper's baseline row is cosine: with paired seeds they are the same 12 runs.
+    baseline = {r.run_id for r in runs if r.label == "baseline"}
+    assert baseline == {r.run_id for r in runs if r.label == "cosine"}
+    assert len(local.unique_runs(paper)) == 48
+    quick = load_study("quick")
+    assert [e.display for e in quick.schedules] == [e.display for e in paper.schedules]
+    assert quick.train.steps < paper.train.steps and len(quick.seed_list) < 3
+
+
+def test_run_status_export_and_resume_skip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, TINY, "tiny.toml")
+    result = runner.invoke(app, ["run", "tiny.toml"])
+    assert result.exit_code == 0, result.output
+    assert "8 runs planned, 0 already finished; this run: 8 done" in result.stdout
+    store = tmp_path / "schedlab-runs" / "tiny.sqlite"
+    with Store(store) as db:
+        records = db.records("tiny")
+        assert len(records) == 8 and {r.status for r in records} == {"done"}
+        assert {r.attempts for r in records} == {1}
+        loss, lr = db.curves(records[0].run_id)
+        assert loss.shape == (30,) and lr.shape == (30,) and lr[0] == pytest.approx(3e-4)
+        assert db.samples(records[0].run_id).shape == (200, 2)
+    again = runner.invoke(app, ["run", "tiny.toml"])
+    assert "8 runs planned, 8 already finished; this run: nothing" in again.stdout
+    status = runner.invoke(app, ["status", "tiny.toml"], terminal_width=150)
+    assert status.exit_code == 0 and status.stdout.count("2 done") == 4
+    csv_out = tmp_path / "runs.csv"
+    assert runner.invoke(app, ["export", "tiny.toml", "--out", str(csv_out)]).exit_code == 0
+    import csv
+
+    rows = list(csv.DictReader(csv_out.open()))
+    assert len(rows) == 8
+    for key in (
+        "dataset",
+        "schedule",
+        "seed",
+        "status",
+        *DETERMINISTIC,
+        "training_time",
+        "inference_time",
+        "train.steps",
+        "data.n",
+    ):
+        assert key in rows[0]
+    assert {r["schedule"] for r in rows} == {"cosine", "step-fast"}
+    by_id = {r.run_id: r for r in records}
+    for row in rows:
+        assert float(row["eval_loss"]) == by_id[row["run_id"]].metrics["eval_loss"]
+    parquet = tmp_path / "runs.parquet"
+    assert (
+        runner.invoke(
+            app, ["export", "tiny.toml", "--format", "parquet", "--out", str(parquet)]
+        ).exit_code
+        == 0
+    )
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet).to_pylist()
+    assert [r["kl_divergence"] for r in table] == [float(r["kl_divergence"]) for r in rows]
+
+
+def test_paired_seeds_share_weights_data_and_noise(tmp_path):
+    study = parse_study(TINY, "tiny")
+    with Store(tmp_path / "s.sqlite") as db:
+        run_study(study, db)
+        first_loss = {}
+        for record in db.records("tiny"):
+            loss, _ = db.curves(record.run_id)
+            first_loss.setdefault((record.dataset, record.seed), set()).add(float(loss[0]))
+    # Step 0 uses the same weights, batch, timesteps and noise under both schedules.
+    assert all(len(v) == 1 for v in first_loss.values())
+    assert len({next(iter(v)) for v in first_loss.values()}) == 4
+
+
+def test_diverging_schedule_is_recorded_and_the_others_finish(tmp_path):
+    text = TINY + '[[schedules]]\nname = "constant"\nlabel = "hot"\nlr = 1000.0\n'
+    with Store(tmp_path / "s.sqlite") as db:
+        summary = run_study(parse_study(text, "hot"), db)
+        assert summary.outcomes == {"done": 8, "diverged": 4}
+        hot = [r for r in db.records("tiny") if r.label == "hot"]
+        assert {r.status for r in hot} == {"diverged"}
+        assert all(r.diverged_at is not None and "at step" in r.error for r in hot)
+        assert all(np.isnan(r.metrics["kl_divergence"]) for r in hot)
+
+
+def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    real = local.run_one
+
+    def flaky(workload, schedule, seed, settings, progress=None):
+        if workload.dataset == "line" and seed == 1:
+            raise RuntimeError("simulated out of memory")
+        return real(workload, schedule, seed, settings, progress)
+
+    monkeypatch.setattr(local, "run_one", flaky)
+    with Store(tmp_path / "s.sqlite") as db:
+        summary = run_study(parse_study(TINY, "tiny"), db)
+        assert summary.outcomes == {"done": 6, "failed": 2}
+        failed = [r for r in db.records("tiny") if r.status == "failed"]
+        assert {r.error for r in failed} == {"RuntimeError: simulated out of memory"}
+    monkeypatch.setattr(local, "run_one", real)
+    with Store(tmp_path / "s.sqlite") as db:
+        assert run_study(parse_study(TINY, "tiny"), db).outcomes == {"done": 2}
+        assert {r.status for r in db.records("tiny")} == {"done"}
+
+
+def test_ctrl_c_puts_the_run_in_flight_back(tmp_path):
+    def interrupt(step, loss, lr):
+        raise KeyboardInterrupt
+
+    study = parse_study(TINY.replace("steps = 30", "steps = 60"), "tiny")
+    with Store(tmp_path / "s.sqlite") as db:
+        with pytest.raises(KeyboardInterrupt):
+            run_study(study, db, Events(step=interrupt))
+        records = db.records("tiny")
+        assert {r.status for r in records} == {"pending"}
+        assert records[0].error == "interrupted"
+        assert run_study(study, db).outcomes == {"done": 8}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_study_then_resume_equals_an_uninterrupted_run(tmp_path):
+    text = TINY.replace("steps = 30", "steps = 150")
+    path = write(tmp_path, text, "tiny.toml")
+    store = tmp_path / "killed.sqlite"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "schedlab", "run", str(path), "--store", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 300
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if store.exists():
+            try:
+                with sqlite3.connect(store) as c:
+                    done = c.execute("SELECT count(*) FROM runs WHERE status = 'done'").fetchone()[
+                        0
+                    ]
+            except sqlite3.OperationalError:
+                continue
+            if done >= 3:
+                break
+    assert proc.poll() is None, "the study finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Store(store) as db:
+        before = {r.run_id: r.status for r in db.records("tiny")}
+    assert 3 <= sum(s == "done" for s in before.values()) < 8
+    assert "running" in before.values()
+    result = runner.invoke(app, ["run", str(path), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    with Store(store) as db, Store(tmp_path / "clean.sqlite") as clean:
+        run_study(parse_study(text, "tiny"), clean)
+        resumed = {r.run_id: r for r in db.records("tiny")}
+        reference = {r.run_id: r for r in clean.records("tiny")}
+        assert resumed.keys() == reference.keys()
+        for run_id, record in resumed.items():
+            assert record.status == "done"
+            # Runs done before the kill were not redone; the one in flight ran a second time.
+            assert record.attempts == (
+                1 if before[run_id] == "done" else 2 if before[run_id] == "running" else 1
+            )
+            for key in DETERMINISTIC:
+                assert record.metrics[key] == reference[run_id].metrics[key], key
+
+
+def digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+BAD_STUDIES = [
+    ("", "missing key 'name'"),
+    ("name = 'x'\n", "missing key 'datasets'"),
+    ("name = 'x'\ndatasets = ['moons']\n", "missing key 'schedules'"),
+    (
+        "name = 'x'\ndatasets = ['spiral']\n[[schedules]]\nname='cosine'\n",
+        "datasets: unknown dataset 'spiral'; valid datasets: circle, dino, line, moons",
+    ),
+    ("name = 'x'\ndatasets = []\n[[schedules]]\nname='cosine'\n", "datasets: List should have"),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[[schedules]]\nname='warp'\n",
+        "unknown schedule 'warp'; valid schedules:",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\ncolour = 'red'\n[[schedules]]\nname='cosine'\n",
+        "unknown key 'colour'",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\nstep = 5\n[[schedules]]\nname='cosine'\n",
+        "unknown key 'train.step'",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\nlr = -0.1\n[[schedules]]\nname='cosine'\n",
+        "train.lr: Input should be greater than 0",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\nsteps = 0\n[[schedules]]\nname='cosine'\n",
+        "train.steps: Input should be greater than 0",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\nseeds = 0\n[[schedules]]\nname='cosine'\n",
+        "seeds must be a count >= 1",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\nseeds = [1, 1]\n[[schedules]]\nname='cosine'\n",
+        "seeds must be distinct non-negative ints",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[[schedules]]\nname='step'\nparams={gamma=0}\n",
+        "schedule 'step': gamma must be a float in (0, 1], got 0",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[[schedules]]\nname='step'\nparams={size=3}\n",
+        "schedule 'step': unknown parameter 'size'",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[[schedules]]\nname='cosine'\n[[schedules]]\n"
+        "name='cosine'\n",
+        "schedule label 'cosine' is used twice",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[[schedules]]\nname='cosine'\nlabel='a'\nwarmup=3\n",
+        "unknown key 'schedules.0.warmup'",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\nsteps=10\n[[schedules]]\nname='cosine'\n"
+        "params={warmup_steps=10}\n",
+        "warmup_steps must be an int in [0, 9]",
+    ),
+    ("name = 'x y'\ndatasets = ['moons']\n[[schedules]]\nname='cosine'\n", "name: String should"),
+    ("name = 'x'\ndatasets = 'moons'\n[[schedules]]\nname='cosine'\n", "datasets: Input should"),
+    ("name = 'x\ndatasets = ['moons']\n", "not valid TOML"),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\ndtype='float16'\n[[schedules]]\n"
+        "name='cosine'\n",
+        "train.dtype: Input should be 'float32' or 'float64'",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("finished") / "store.sqlite"
+    with Store(store) as db:
+        run_study(parse_study(TINY.replace("steps = 30", "steps = 5"), "tiny"), db)
+    return store
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_STUDIES, ids=[m for _, m in BAD_STUDIES])
+def test_malformed_study_is_one_line_exit_2_and_store_untouched(
+    tmp_path, finished_store, text, message
+):
+    path = write(tmp_path, text)
+    store = tmp_path / "store.sqlite"
+    shutil.copy(finished_store, store)
+    before = digest(store)
+    for command in (["run"], ["status"], ["export", "--out", str(tmp_path / "x.csv")]):
+        result = runner.invoke(app, [*command, str(path), "--store", str(store)])
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"error: {path}: ") and message in lines[0], lines[0]
+    assert digest(store) == before
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nosuch"], "error: unknown study 'nosuch': not a file and not a preset"),
+        (["run", "missing.toml"], "error: study file 'missing.toml' does not exist"),
+        (["status", "quick", "--store", "{tmp}/none.sqlite"], "error: no store at"),
+        (
+            ["export", "quick", "--out", "{tmp}/x.csv", "--format", "xlsx"],
+            "error: unknown format 'xlsx'; valid formats: csv, parquet",
+        ),
+    ],
+)
+def test_bad_cli_input(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(message)
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_store_from_a_newer_schedlab_is_refused_untouched(tmp_path):
+    store = tmp_path / "s.sqlite"
+    Store(store).close()
+    c = sqlite3.connect(store)
+    c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    c.commit()
+    c.close()
+    before = digest(store)
+    path = write(tmp_path, TINY)
+    result = runner.invoke(app, ["run", str(path), "--store", str(store)])
+    assert result.exit_code == 2
+    assert f"written by a newer schedlab (store schema {SCHEMA_VERSION + 1}" in result.stderr
+    assert digest(store) == before
+
+
+def test_a_file_that_is_not_a_store_is_refused_untouched(tmp_path):
+    store = write(tmp_path, "these are not the bytes of a database" * 100, "s.sqlite")
+    before = digest(store)
+    result = runner.invoke(app, ["run", str(write(tmp_path, TINY)), "--store", str(store)])
+    assert result.exit_code == 2
+    assert "is not a schedlab store" in result.stderr
+    assert digest(store) == before
