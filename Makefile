@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/schedlab train --dataset moons --schedule cosine --steps 2000 --seed 0 \
-		--set n=20000 --set samples=2000 --out out/demo
+	$(BIN)/schedlab run quick
+	$(BIN)/schedlab report quick --compare-paper --out reports/quick
+	@echo "open reports/quick/index.html"
+
+bench: setup
+	$(BIN)/python benchmarks/report.py
 
 test: setup
 	$(BIN)/ruff check .

@@ -14,7 +14,6 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
-from sklearn.datasets import make_moons
 
 TRAIN_SEED = 42
 HELDOUT_SEED = 20_250_042
@@ -29,6 +28,8 @@ def dino_base_points() -> np.ndarray:
 
 
 def moons(n: int, seed: int) -> np.ndarray:
+    from sklearn.datasets import make_moons
+
     x, _ = make_moons(n_samples=n, noise=0.03, random_state=seed)
     x[:, 0] = (x[:, 0] + 0.3) * 2 - 1
     x[:, 1] = (x[:, 1] + 0.3) * 3 - 1

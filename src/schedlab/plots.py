@@ -10,33 +10,51 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+
+# Lines are drawn with at most this many points: enough for a figure, and fast to render.
+MAX_POINTS = 2000
+
+# Below this fraction of the largest LR nothing trains; log axes stop there so that a collapsed
+# schedule drops off the bottom and the other curves stay legible.
+LOG_FLOOR = 1e-9
+
+
+def draw_lr_curves(
+    ax: Axes,
+    curves: Mapping[str, np.ndarray],
+    log: bool = False,
+    colors: Mapping[str, str] | None = None,
+) -> None:
+    """One line per schedule: the LR the optimizer used at each step."""
+    top = max((float(np.max(v)) for v in curves.values() if len(v)), default=1.0)
+    for label, lrs in curves.items():
+        values = np.asarray(lrs, dtype=float)
+        if log:
+            values = np.maximum(values, top * LOG_FLOOR / 10)
+        color = colors.get(label) if colors else None
+        stride = max(1, len(values) // MAX_POINTS)
+        ax.plot(
+            np.arange(len(values))[::stride],
+            values[::stride],
+            label=label,
+            linewidth=1.4,
+            color=color,
+        )
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(top * LOG_FLOOR, top * 2)
+    ax.grid(alpha=0.3)
 
 
 def plot_lr_curves(
     curves: Mapping[str, np.ndarray], out: Path, log: bool = False, title: str = "LR schedules"
 ) -> Path:
-    """One line per schedule: the LR the optimizer uses at each step.
-
-    On a log axis a collapsed schedule (an LR orders of magnitude below the base within a few
-    hundred steps) is plain to see; zeros are drawn at the axis floor rather than dropped.
-    """
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    for label, lrs in curves.items():
-        values = np.asarray(lrs, dtype=float)
-        if log:
-            positive = values[values > 0]
-            floor = positive.min() if positive.size else 1e-12
-            values = np.maximum(values, floor)
-        ax.plot(np.arange(len(values)), values, label=label, linewidth=1.5)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    if log:
-        ax.set_yscale("log")
-        # Below 1e-9 of the largest LR nothing trains: clip there so the other curves stay legible.
-        top = max(float(np.max(v)) for v in curves.values())
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], top * 1e-9))
+    draw_lr_curves(ax, curves, log)
     ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

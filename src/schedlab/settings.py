@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
 
 
 class _Section(BaseModel):
@@ -34,6 +36,8 @@ class TrainSettings(_Section):
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch
+
         return torch.float64 if self.dtype == "float64" else torch.float32
 
 

@@ -6,19 +6,17 @@ import hashlib
 import json
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schedlab import data, schedules
+from schedlab.presets import study_source
 from schedlab.schedules import ScheduleSpec
 from schedlab.settings import DataSettings, EvalSettings, Settings, TrainSettings
 
 # Bump when a change alters the numbers a run produces: old results then get new ids.
 NUMERIC_VERSION = 1
-PRESETS = ("paper", "quick")
 
 
 class ScheduleEntry(BaseModel):
@@ -148,14 +146,4 @@ def parse_study(text: str, source: str) -> StudySpec:
 
 def load_study(ref: str) -> StudySpec:
     """A study from a TOML file path or a preset name (paper, quick)."""
-    path = Path(ref)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ValueError(f"study file {ref!r} does not exist; presets: {', '.join(PRESETS)}")
-        return parse_study(path.read_text(), str(path))
-    if ref not in PRESETS:
-        raise ValueError(
-            f"unknown study {ref!r}: not a file and not a preset ({', '.join(PRESETS)})"
-        )
-    text = resources.files("schedlab").joinpath(f"resources/presets/{ref}.toml").read_text()
-    return parse_study(text, f"preset {ref}")
+    return parse_study(*study_source(ref))

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from schedlab import schedules
 from schedlab.cli.common import app, one_line_errors, out
 from schedlab.params import parse_assignment, split_top_level
 
@@ -23,6 +22,8 @@ def schedules_list(ctx: typer.Context) -> None:
     """List every schedule with its parameters, defaults and valid ranges."""
     if ctx.invoked_subcommand is not None:
         return
+    from schedlab import schedules
+
     table = Table(title="schedlab schedules (every one also takes warmup_steps)")
     table.add_column("name", style="bold")
     table.add_column("description")
@@ -46,6 +47,8 @@ def schedules_list(ctx: typer.Context) -> None:
 
 def parse_schedule_arg(text: str) -> tuple[str, dict[str, Any]]:
     """'step:step_size=1000,gamma=0.1' -> ('step', {...}); 'pkg.mod:fn:a=1' works too."""
+    from schedlab import schedules
+
     head, sep, rest = text.partition(":")
     if sep and head in schedules.names():
         name, param_text = head, rest
@@ -69,6 +72,8 @@ def schedules_plot(
     log: Annotated[bool, typer.Option("--log", help="log-scale LR axis")] = False,
 ) -> None:
     """Draw LR curves; plateau is drawn for a loss that never improves (its worst case)."""
+    from schedlab import schedules
+
     if steps <= 0:
         raise ValueError(f"--steps must be a positive int, got {steps}")
     curves = {}

@@ -7,14 +7,16 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from schedlab.cli.common import app, err, fail, one_line_errors, out
-from schedlab.spec import StudySpec, load_study
 from schedlab.store import RunRecord, Store
+
+if TYPE_CHECKING:
+    from schedlab.spec import StudySpec
 
 STUDY_HELP = "a study TOML file, or a preset: paper, quick"
 StoreOption = Annotated[
@@ -84,6 +86,7 @@ def run(
     )
 
     from schedlab.executors.local import Events, run_study
+    from schedlab.spec import load_study
 
     spec = load_study(study)
     path = store_path(spec, store)
@@ -143,6 +146,8 @@ def status(
     store: StoreOption = None,
 ) -> None:
     """Done / pending / failed / diverged runs per schedule x dataset."""
+    from schedlab.spec import load_study
+
     spec = load_study(study)
     with Store(store_path(spec, store), create=False) as db:
         out.print(status_table(spec, db))
@@ -186,6 +191,8 @@ def export(
     """Write one row per run (metrics by their `train --json` keys, and the settings)."""
     if fmt not in ("csv", "parquet"):
         fail(f"unknown format {fmt!r}; valid formats: csv, parquet")
+    from schedlab.spec import load_study
+
     spec = load_study(study)
     with Store(store_path(spec, store), create=False) as db:
         rows = export_rows(spec, db)

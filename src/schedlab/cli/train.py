@@ -5,20 +5,24 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from schedlab import data, schedules
+from schedlab import data
 from schedlab.cli.common import app, err, jsonable, one_line_errors, out
 from schedlab.params import parse_assignment
-from schedlab.settings import Settings
+
+if TYPE_CHECKING:
+    from schedlab.settings import Settings
 
 
 def settings_from(assignments: list[str], steps: int) -> Settings:
     """Defaults, then ``--set key=value`` (key from any section, e.g. n, batch_size, samples)."""
+    from schedlab.settings import Settings
+
     if steps <= 0:
         raise ValueError(f"--steps must be a positive int, got {steps}")
     sections: dict[str, dict[str, Any]] = {"data": {}, "train": {"steps": steps}, "eval": {}}
@@ -63,6 +67,7 @@ def train(
     ] = None,
 ) -> None:
     """Train and measure one run of the reference DDPM."""
+    from schedlab import schedules
     from schedlab.pipeline import Workload, run_one
 
     data.check_name(dataset)

@@ -1,0 +1,36 @@
+"""Study presets shipped with the package, and finding a study's text (no torch needed)."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+PRESETS = ("paper", "quick")
+
+
+def study_source(ref: str) -> tuple[str, str]:
+    """(TOML text, where it came from) for a study file path or a preset name."""
+    path = Path(ref)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"study file {ref!r} does not exist; presets: {', '.join(PRESETS)}")
+        return path.read_text(), str(path)
+    if ref not in PRESETS:
+        raise ValueError(
+            f"unknown study {ref!r}: not a file and not a preset ({', '.join(PRESETS)})"
+        )
+    text = resources.files("schedlab").joinpath(f"resources/presets/{ref}.toml").read_text()
+    return text, f"preset {ref}"
+
+
+def study_name(ref: str) -> str:
+    """Just the study's name, without validating the rest of the file."""
+    text, source = study_source(ref)
+    try:
+        name = tomllib.loads(text).get("name")
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source}: not valid TOML: {err}") from err
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{source}: missing key 'name'")
+    return name

@@ -1,0 +1,1 @@
+"""Reports: tables, statistics, figures and one HTML page, read from the store alone."""

@@ -1,0 +1,91 @@
+"""Write a study's report: CSV, Markdown and LaTeX tables, figures, and index.html."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from schedlab.report import html
+from schedlab.report.data import StudyView, load_study_view
+from schedlab.report.figures import FIGURES
+from schedlab.report.tables import (
+    latex,
+    markdown,
+    paired_rows,
+    paper_rows,
+    ranks_and_profile,
+    summary_rows,
+    write_summary_csv,
+)
+from schedlab.store import Store
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    view: StudyView
+    index: Path
+
+
+def build_report(
+    store: Store,
+    study: str,
+    out_dir: Path,
+    compare_paper: bool = False,
+    baseline: str | None = None,
+) -> Report:
+    view = load_study_view(store, study, baseline)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(view)
+    write_summary_csv(rows, out_dir / "summary.csv")
+    (out_dir / "tables.md").write_text(markdown(view, rows))
+    (out_dir / "tables.tex").write_text(latex(view, rows))
+    paired = paired_rows(view)
+    with (out_dir / "paired.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "metric",
+                "schedule",
+                "baseline",
+                "dataset",
+                "n",
+                "mean_diff",
+                "ci_low",
+                "ci_high",
+                "p_value",
+                "warning",
+            ]
+        )
+        for p in paired:
+            r = p.result
+            writer.writerow(
+                [
+                    p.metric,
+                    p.schedule,
+                    view.baseline,
+                    p.dataset,
+                    r.n,
+                    r.mean_diff,
+                    r.ci_low,
+                    r.ci_high,
+                    r.p_value,
+                    r.warning or "",
+                ]
+            )
+    ranks, profile = ranks_and_profile(view)
+    figures = {name: draw(view, store, out_dir) for name, draw in FIGURES.items()}
+    sections = [
+        html.status_section(view),
+        html.kl_section(view, rows),
+        html.paired_section(view, paired),
+        html.ranking_section(ranks, profile),
+        html.metric_sections(view, rows),
+    ]
+    if compare_paper:
+        sections.append(html.paper_section(paper_rows(view, rows)))
+    sections.append(html.settings_section(view))
+    index = out_dir / "index.html"
+    index.write_text(html.page(view, sections, figures))
+    return Report(out_dir, view, index)

@@ -1,0 +1,72 @@
+"""A study as the report sees it: the store's records, grouped, in the study's order."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schedlab.store import FINISHED, RunRecord, Store
+
+METRICS = {
+    "kl_divergence": ("KL divergence (bits)", 3),
+    "eval_loss": ("Eval loss (reference: training set)", 3),
+    "eval_loss_heldout": ("Held-out eval loss", 3),
+    "eval_loss_heldout_ema": ("Held-out eval loss, EMA weights", 3),
+    "training_time": ("Training time (s)", 2),
+    "inference_time": ("Inference time (s)", 2),
+}
+
+
+@dataclass
+class StudyView:
+    name: str
+    spec: dict[str, Any]
+    records: list[RunRecord]
+    labels: list[str]
+    datasets: list[str]
+    baseline: str
+
+    def finished(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status == "done"]
+
+    def values(self, label: str, dataset: str, metric: str) -> dict[int, float]:
+        """seed -> metric for the finished runs of one cell."""
+        return {
+            r.seed: r.metrics.get(metric, math.nan)
+            for r in self.records
+            if r.label == label and r.dataset == dataset and r.status == "done"
+        }
+
+    def kl_floor(self, dataset: str) -> float:
+        floors = [
+            r.metrics.get("kl_floor", math.nan)
+            for r in self.records
+            if r.dataset == dataset and r.status in FINISHED
+        ]
+        return next((f for f in floors if math.isfinite(f)), math.nan)
+
+    def missing(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status not in FINISHED]
+
+    def problems(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status in ("failed", "diverged")]
+
+
+def load_study_view(store: Store, study: str, baseline: str | None = None) -> StudyView:
+    spec = store.study_spec(study)
+    if spec is None:
+        raise ValueError(f"study {study!r} is not in {store.path}; run `schedlab run` on it first")
+    records = store.records(study)
+    labels = list(dict.fromkeys(r.label for r in records))
+    datasets = list(dict.fromkeys(r.dataset for r in records))
+    if baseline is None:
+        baseline = "baseline" if "baseline" in labels else labels[0]
+    elif baseline not in labels:
+        raise ValueError(f"unknown baseline {baseline!r}; schedules: {', '.join(labels)}")
+    return StudyView(study, spec, records, labels, datasets, baseline)
+
+
+def open_store(path: Path) -> Store:
+    return Store(path, create=False)

@@ -1,0 +1,185 @@
+"""The report's figures (PNG and SVG): samples, loss curves, LR curves, KL with CIs, KL vs time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy.signal.windows import hann
+
+from schedlab.plots import draw_lr_curves
+from schedlab.report.data import StudyView
+from schedlab.report.stats import summarize
+from schedlab.store import Store
+
+SMOOTH = 25  # the reference smooths loss curves with a 25-step Hann window
+LIMIT = 5.0  # sample plots show [-5, 5]^2, the range of every dataset
+
+
+def colors(view: StudyView) -> dict[str, str]:
+    cycle = [f"C{i}" for i in range(10)]
+    return {label: cycle[i % 10] for i, label in enumerate(view.labels)}
+
+
+def smooth(values: np.ndarray, width: int = SMOOTH) -> np.ndarray:
+    if len(values) < width:
+        return values
+    window = hann(width)
+    return np.convolve(values, window / window.sum(), mode="valid")
+
+
+def save(fig: Figure, out_dir: Path, stem: str) -> Path:
+    png = out_dir / f"{stem}.png"
+    fig.savefig(png, dpi=110)
+    fig.savefig(out_dir / f"{stem}.svg")
+    return png
+
+
+def first_seed_run(view: StudyView, label: str, dataset: str) -> str | None:
+    runs = sorted(
+        (r.seed, r.run_id) for r in view.finished() if r.label == label and r.dataset == dataset
+    )
+    return runs[0][1] if runs else None
+
+
+def panels(n: int, height: float = 3.0, width: float = 3.6) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
+    rows, cols = len(view.labels), len(view.datasets)
+    fig = Figure(figsize=(2.4 * cols, 2.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, label in enumerate(view.labels):
+        for j, dataset in enumerate(view.datasets):
+            ax = axes[i][j]
+            run_id = first_seed_run(view, label, dataset)
+            points = store.samples(run_id) if run_id else None
+            if points is not None:
+                ax.scatter(
+                    points[:, 0], points[:, 1], s=0.3, alpha=0.4, color="C0", rasterized=True
+                )
+            else:
+                ax.text(0, 0, "no samples", ha="center", va="center", color="grey")
+            ax.set(xlim=(-LIMIT, LIMIT), ylim=(-LIMIT, LIMIT), xticks=[], yticks=[])
+            ax.set_aspect("equal")
+            if i == 0:
+                ax.set_title(dataset)
+            if j == 0:
+                ax.set_ylabel(label)
+    fig.suptitle("Generated samples (EMA weights, lowest seed)")
+    return save(fig, out_dir, "samples")
+
+
+def curve_figure(view: StudyView, store: Store, out_dir: Path, which: str) -> Path:
+    """Training loss (smoothed, mean over seeds) or LR (every seed) per dataset."""
+    fig, axes = panels(len(view.datasets))
+    palette = colors(view)
+    for ax, dataset in zip(axes, view.datasets, strict=True):
+        per_label: dict[str, list[np.ndarray]] = {}
+        for record in view.records:
+            curves = (
+                store.curves(record.run_id)
+                if record.dataset == dataset and record.status in ("done", "diverged")
+                else None
+            )
+            if curves is not None:
+                per_label.setdefault(record.label, []).append(curves[0 if which == "loss" else 1])
+        if which == "loss":
+            for label, losses in per_label.items():
+                smoothed = [smooth(x) for x in losses if np.all(np.isfinite(x))]
+                if smoothed:
+                    length = min(len(x) for x in smoothed)
+                    mean = np.mean([x[:length] for x in smoothed], axis=0)
+                    ax.plot(
+                        np.arange(length) + SMOOTH // 2,
+                        mean,
+                        label=label,
+                        color=palette[label],
+                        linewidth=1.2,
+                    )
+            ax.set(xlabel="optimizer step", ylabel="training loss (smoothed)")
+            ax.grid(alpha=0.3)
+        else:
+            draw_lr_curves(
+                ax, {label: lrs[0] for label, lrs in per_label.items()}, log=True, colors=palette
+            )
+        ax.set_title(dataset)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    title = (
+        "Training loss, 25-step Hann window, mean over seeds"
+        if which == "loss"
+        else "Learning rate used at each step (log scale, lowest seed)"
+    )
+    fig.suptitle(title)
+    return save(fig, out_dir, which)
+
+
+def kl_figure(view: StudyView, out_dir: Path) -> Path:
+    fig, axes = panels(len(view.datasets), height=3.4)
+    palette = colors(view)
+    for ax, dataset in zip(axes, view.datasets, strict=True):
+        for x, label in enumerate(view.labels):
+            s = summarize(list(view.values(label, dataset, "kl_divergence").values()))
+            if s.n == 0:
+                continue
+            if math.isfinite(s.ci_low):
+                ax.errorbar(
+                    [x],
+                    [s.mean],
+                    yerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]],
+                    fmt="o",
+                    color=palette[label],
+                    capsize=4,
+                )
+            else:
+                ax.plot([x], [s.mean], "o", color=palette[label])
+        floor = view.kl_floor(dataset)
+        if math.isfinite(floor):
+            ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label="bias floor")
+        ax.set_xticks(range(len(view.labels)), view.labels, rotation=45, ha="right")
+        ax.set(title=dataset, ylabel="KL (bits), mean and 95% CI")
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("KL divergence per dataset (dashed: the estimator's bias floor)")
+    return save(fig, out_dir, "kl")
+
+
+def kl_time_figure(view: StudyView, out_dir: Path) -> Path:
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    palette = colors(view)
+    markers = dict(zip(view.datasets, "osD^vP*X", strict=False))
+    for record in view.finished():
+        t, kl = record.metrics.get("training_time"), record.metrics.get("kl_divergence")
+        if t is not None and kl is not None and math.isfinite(t) and math.isfinite(kl):
+            ax.scatter(
+                t, kl, color=palette[record.label], marker=markers[record.dataset], s=28, alpha=0.8
+            )
+    for label in view.labels:
+        ax.scatter([], [], color=palette[label], label=label)
+    for dataset in view.datasets:
+        ax.scatter([], [], color="grey", marker=markers[dataset], label=dataset)
+    ax.set(
+        xlabel="training time (s)",
+        ylabel="KL divergence (bits)",
+        title="KL against training time, one point per run",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+    return save(fig, out_dir, "kl_vs_time")
+
+
+FIGURES: dict[str, Callable[[StudyView, Store, Path], Path]] = {
+    "samples": samples_figure,
+    "loss": lambda v, s, o: curve_figure(v, s, o, "loss"),
+    "lr": lambda v, s, o: curve_figure(v, s, o, "lr"),
+    "kl": lambda v, s, o: kl_figure(v, o),
+    "kl_vs_time": lambda v, s, o: kl_time_figure(v, o),
+}

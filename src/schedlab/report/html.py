@@ -1,0 +1,222 @@
+"""One self-contained HTML page: tables, figures embedded as data URIs, no network, no script."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from schedlab.report.data import METRICS, StudyView
+from schedlab.report.tables import (
+    PROFILE_TAUS,
+    PairedRow,
+    PaperRow,
+    SummaryRow,
+    metric_grid,
+)
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222;
+       line-height: 1.45; padding: 0 1rem; }
+table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; font-size: 0.92rem; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.7rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { border-bottom: 2px solid #555; }
+tr.floor td { color: #666; font-style: italic; }
+.warn { color: #8a5300; }
+.bad { color: #a40000; }
+figure { margin: 1rem 0 2rem; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+code, pre { background: #f5f5f5; padding: 0.1rem 0.3rem; }
+pre { padding: 0.6rem; overflow-x: auto; }
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], row_class: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr{row_class and f' class={row_class!r}'}>"
+        + "".join(f"<td>{esc(c)}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(alt)}</figcaption></figure>"
+    )
+
+
+def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
+    index = {(r.schedule, r.dataset): r for r in rows if r.metric == "kl_divergence"}
+    lines = []
+    for label in view.labels:
+        cells = []
+        for d in view.datasets:
+            r = index[(label, d)]
+            ci = f" [{fmt(r.ci_low)}, {fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
+            cells.append("-" if r.n == 0 else f"{fmt(r.mean)} ± {fmt(r.std)}{ci} (n={r.n})")
+        lines.append([label, *cells])
+    floor_row = table(
+        ["", *view.datasets],
+        [["bias floor (fresh real sample)", *(fmt(view.kl_floor(d)) for d in view.datasets)]],
+        "floor",
+    )
+    return (
+        "<h2>KL divergence (bits)</h2><p>KL(real ‖ generated), kNN estimator (k = 5, Chebyshev),"
+        " mean ± sample std over seeds with the 95% bootstrap CI of the mean. Lower is better; a"
+        " perfect model scores the bias floor, not 0.</p>"
+        + table(["schedule", *view.datasets], lines)
+        + floor_row
+    )
+
+
+def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
+    parts = []
+    for metric, (title, _) in METRICS.items():
+        if metric == "kl_divergence":
+            continue
+        parts.append(f"<h3>{esc(title)}</h3>")
+        parts.append(table(["schedule", *view.datasets], metric_grid(view, rows, metric)))
+    return "<h2>Other metrics (mean ± std over seeds)</h2>" + "".join(parts)
+
+
+def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
+    lines, warnings = [], set()
+    for row in paired:
+        r = row.result
+        lines.append(
+            [
+                row.metric,
+                row.schedule,
+                row.dataset,
+                str(r.n),
+                fmt(r.mean_diff, 4),
+                f"[{fmt(r.ci_low, 4)}, {fmt(r.ci_high, 4)}]",
+                fmt(r.p_value, 3),
+            ]
+        )
+        if r.warning:
+            warnings.add(r.warning)
+    notes = "".join(f'<p class="warn">Warning: {esc(w)}.</p>' for w in sorted(warnings))
+    return (
+        f"<h2>Paired comparisons against the baseline ({esc(view.baseline)})</h2>"
+        "<p>Schedule minus baseline on the seeds both have (paired seeds share initial weights, "
+        "data order and noise). CI: 95% bootstrap of the mean difference; p: exact two-sided "
+        "sign-flip permutation test. Negative is better for every metric here.</p>"
+        + notes
+        + table(["metric", "schedule", "dataset", "n", "mean diff", "95% CI", "p"], lines)
+    )
+
+
+def ranking_section(ranks: dict[str, float], profile: dict[str, list[float]]) -> str:
+    order = sorted(ranks, key=lambda s: ranks[s])
+    lines = [[s, fmt(ranks[s], 2), *(fmt(v, 2) for v in profile[s])] for s in order]
+    return (
+        "<h2>Across datasets</h2><p>Mean rank of each schedule's mean KL (1 = best), and its "
+        "performance profile: the fraction of datasets where its KL above the bias floor is "
+        "within a factor τ of the best schedule's.</p>"
+        + table(["schedule", "mean rank", *(f"τ = {t:g}" for t in PROFILE_TAUS)], lines)
+    )
+
+
+def status_section(view: StudyView) -> str:
+    total = len(view.records)
+    missing = view.missing()
+    parts = [
+        f"<h2>Runs</h2><p>{total - len(missing)} of {total} planned runs finished "
+        f"(done or diverged).</p>"
+    ]
+    if missing:
+        parts.append(
+            '<p class="warn">This study is partial: the tables use finished runs only. Missing:</p>'
+        )
+        parts.append(
+            table(
+                ["schedule", "dataset", "seed", "status"],
+                [[r.label, r.dataset, str(r.seed), r.status] for r in missing],
+            )
+        )
+    problems = view.problems()
+    if problems:
+        parts.append('<h3 class="bad">Failed and diverged runs</h3>')
+        parts.append(
+            table(
+                ["schedule", "dataset", "seed", "status", "diverged at step", "error"],
+                [
+                    [
+                        r.label,
+                        r.dataset,
+                        str(r.seed),
+                        r.status,
+                        "" if r.diverged_at is None else str(r.diverged_at),
+                        r.error or "",
+                    ]
+                    for r in problems
+                ],
+            )
+        )
+    return "".join(parts)
+
+
+def settings_section(view: StudyView) -> str:
+    versions = sorted({json.dumps(r.versions, sort_keys=True) for r in view.records if r.versions})
+    hosts = sorted({r.host for r in view.records if r.host})
+    return (
+        "<h2>Study settings and software</h2>"
+        f"<pre>{esc(json.dumps(view.spec, indent=2, sort_keys=True))}</pre>"
+        f"<p>Software: {'; '.join(esc(v) for v in versions) or 'unknown'}. "
+        f"Hosts: {esc(', '.join(hosts)) or 'unknown'}.</p>"
+    )
+
+
+def paper_section(rows: list[PaperRow]) -> str:
+    if not rows:
+        return (
+            "<h2>Against the paper</h2><p>No cell of this study matches the paper's "
+            "(schedule labels baseline, step, exponential, plateau, cosine).</p>"
+        )
+    lines = [
+        [r.schedule, r.dataset, r.metric, fmt(r.paper), fmt(r.ours), fmt(r.diff), str(r.n)]
+        for r in rows
+    ]
+    return (
+        "<h2>Against the paper</h2><p>The paper's published means beside this study's (ours "
+        "minus paper). Times depend on the machine.</p>"
+        + table(["schedule", "dataset", "metric", "paper", "ours", "diff", "n"], lines)
+    )
+
+
+def page(view: StudyView, sections: Sequence[str], figures: dict[str, Path]) -> str:
+    captions = {
+        "samples": "Generated samples: rows schedules, columns datasets (the paper's Figure 1)",
+        "loss": "Training loss per dataset, one line per schedule (the paper's Figure 2)",
+        "lr": "The learning rate each schedule used: a collapse shows as a drop off the axis",
+        "kl": "KL per dataset with 95% CIs and the bias floor",
+        "kl_vs_time": "KL against training time",
+    }
+    figs = "".join(image(path, captions[name]) for name, path in figures.items())
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>schedlab report: {esc(view.name)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>schedlab report: study {esc(view.name)}</h1>"
+        + "".join(sections)
+        + "<h2>Figures</h2>"
+        + figs
+        + "</body></html>"
+    )

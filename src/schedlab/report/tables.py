@@ -1,0 +1,229 @@
+"""The study's tables: summary rows, paired comparisons, ranks, and their CSV/Markdown/LaTeX."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from schedlab.report.data import METRICS, StudyView
+from schedlab.report.stats import (
+    Paired,
+    Summary,
+    mean_ranks,
+    paired_comparison,
+    performance_profile,
+    summarize,
+)
+
+PAIRED_METRICS = ("kl_divergence", "eval_loss_heldout_ema", "eval_loss")
+PROFILE_TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+# KL within this many bits of the floor counts as at the floor for the performance profile.
+EXCESS_FLOOR_BITS = 0.01
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    schedule: str
+    dataset: str
+    metric: str
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def summary_rows(view: StudyView) -> list[SummaryRow]:
+    rows = []
+    for metric in METRICS:
+        for label in view.labels:
+            for dataset in view.datasets:
+                s = summarize(list(view.values(label, dataset, metric).values()))
+                rows.append(
+                    SummaryRow(label, dataset, metric, s.mean, s.std, s.ci_low, s.ci_high, s.n)
+                )
+    return rows
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    schedule: str
+    dataset: str
+    metric: str
+    result: Paired
+
+
+def paired_rows(view: StudyView) -> list[PairedRow]:
+    rows = []
+    for metric in PAIRED_METRICS:
+        for label in view.labels:
+            if label == view.baseline:
+                continue
+            for dataset in view.datasets:
+                rows.append(
+                    PairedRow(
+                        label,
+                        dataset,
+                        metric,
+                        paired_comparison(
+                            view.values(label, dataset, metric),
+                            view.values(view.baseline, dataset, metric),
+                        ),
+                    )
+                )
+    return rows
+
+
+def kl_means(view: StudyView) -> dict[str, dict[str, float]]:
+    return {
+        label: {
+            d: summarize(list(view.values(label, d, "kl_divergence").values())).mean
+            for d in view.datasets
+        }
+        for label in view.labels
+    }
+
+
+def ranks_and_profile(view: StudyView) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Mean KL rank per schedule, and the performance profile of KL above its bias floor.
+
+    KL estimates can be negative (the estimator's bias), so ratios are taken on the excess over
+    each dataset's floor, clipped below at EXCESS_FLOOR_BITS.
+    """
+    means = kl_means(view)
+    excess = {
+        label: {
+            d: max(v - view.kl_floor(d), EXCESS_FLOOR_BITS) if math.isfinite(v) else math.nan
+            for d, v in per.items()
+        }
+        for label, per in means.items()
+    }
+    return mean_ranks(means), performance_profile(excess, PROFILE_TAUS)
+
+
+def cell(s: Summary | SummaryRow, digits: int) -> str:
+    if s.n == 0 or not math.isfinite(s.mean):
+        return "-"
+    if s.n == 1 or not math.isfinite(s.std):
+        return f"{s.mean:.{digits}f}"
+    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
+
+
+def metric_grid(view: StudyView, rows: list[SummaryRow], metric: str) -> list[list[str]]:
+    """[[schedule, cell per dataset ...], ...] for one metric."""
+    digits = METRICS[metric][1]
+    index = {(r.schedule, r.dataset): r for r in rows if r.metric == metric}
+    return [
+        [label, *(cell(index[(label, d)], digits) for d in view.datasets)] for label in view.labels
+    ]
+
+
+def write_summary_csv(rows: list[SummaryRow], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(SummaryRow.__dataclass_fields__))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
+                    for k, v in asdict(row).items()
+                }
+            )
+
+
+def markdown(view: StudyView, rows: list[SummaryRow]) -> str:
+    parts = [
+        f"# Study {view.name}\n",
+        "Mean ± sample std over seeds (n per cell in summary.csv).\n",
+    ]
+    for metric, (title, _) in METRICS.items():
+        parts.append(f"\n## {title}\n")
+        parts.append("| schedule | " + " | ".join(view.datasets) + " |")
+        parts.append("| --- |" + " --- |" * len(view.datasets))
+        parts.extend("| " + " | ".join(line) + " |" for line in metric_grid(view, rows, metric))
+        if metric == "kl_divergence":
+            floors = [f"{view.kl_floor(d):.3f}" for d in view.datasets]
+            parts.append("| *bias floor* | " + " | ".join(floors) + " |")
+    return "\n".join(parts) + "\n"
+
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "_": r"\_",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def latex(view: StudyView, rows: list[SummaryRow]) -> str:
+    """One booktabs table per metric."""
+    parts = []
+    cols = "l" + "c" * len(view.datasets)
+    for metric, (title, _) in METRICS.items():
+        parts.append("\\begin{table}[t]\n\\centering")
+        parts.append(f"\\caption{{{latex_escape(title)}: mean $\\pm$ std over seeds}}")
+        parts.append(f"\\begin{{tabular}}{{{cols}}}\n\\toprule")
+        parts.append("Schedule & " + " & ".join(map(latex_escape, view.datasets)) + " \\\\")
+        parts.append("\\midrule")
+        for line in metric_grid(view, rows, metric):
+            cells = [latex_escape(line[0])] + [c.replace("±", "$\\pm$") for c in line[1:]]
+            parts.append(" & ".join(cells) + " \\\\")
+        parts.append("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
+    return "\n".join(parts)
+
+
+PAPER_METRICS = {
+    "training_time_s": "training_time",
+    "eval_loss": "eval_loss",
+    "inference_time_s": "inference_time",
+    "kl_divergence": "kl_divergence",
+}
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    schedule: str
+    dataset: str
+    metric: str
+    paper: float
+    ours: float
+    n: int
+
+    @property
+    def diff(self) -> float:
+        return self.ours - self.paper
+
+
+def paper_rows(view: StudyView, rows: list[SummaryRow]) -> list[PaperRow]:
+    """The paper's published numbers beside this study's, for the cells both have."""
+    text = resources.files("schedlab").joinpath("resources/paper_tables.csv").read_text()
+    index = {(r.schedule, r.dataset, r.metric): r for r in rows}
+    out = []
+    for paper in csv.DictReader(text.splitlines()):
+        for column, metric in PAPER_METRICS.items():
+            ours = index.get((paper["schedule"], paper["dataset"], metric))
+            if ours is not None and ours.n:
+                out.append(
+                    PaperRow(
+                        paper["schedule"],
+                        paper["dataset"],
+                        metric,
+                        float(paper[column]),
+                        ours.mean,
+                        ours.n,
+                    )
+                )
+    return out

@@ -1,0 +1,76 @@
+"""Synthetic stores for tests and benchmarks: many finished runs in seconds, no training."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from schedlab.store import PlannedRun, Store
+
+LABELS = ("baseline", "step", "exponential", "plateau", "cosine")
+DATASETS = ("circle", "dino", "line", "moons")
+KL_FLOOR = {"circle": 0.02, "dino": -0.07, "line": 0.015, "moons": -0.03}
+
+
+def synthetic_store(
+    path: Path,
+    study: str = "synthetic",
+    seeds: int = 3,
+    steps: int = 10_000,
+    samples: int = 10_000,
+    diverged: tuple[str, str, int] | None = ("plateau", "line", 2),
+    failed: tuple[str, str, int] | None = ("step", "moons", 1),
+    rng_seed: int = 0,
+) -> Path:
+    """A store shaped like the paper study: 5 labels x 4 datasets x ``seeds`` runs."""
+    rng = np.random.default_rng(rng_seed)
+    plan = []
+    for dataset in DATASETS:
+        for label in LABELS:
+            for seed in range(seeds):
+                run_id = hashlib.sha256(f"{study}/{dataset}/{label}/{seed}".encode()).hexdigest()
+                plan.append(
+                    PlannedRun(
+                        run_id[:20], label, dataset, label, {}, seed, {"train": {"steps": steps}}
+                    )
+                )
+    spec = {"name": study, "datasets": list(DATASETS), "seeds": seeds, "synthetic": True}
+    with Store(path) as db:
+        db.register_study(study, spec, plan)
+        steps_axis = np.arange(steps)
+        for i, run in enumerate(plan):
+            db.mark_running(run.run_id, "synthetic-host", {"schedlab": "synthetic"})
+            key = (run.label, run.dataset, run.seed)
+            if key == failed:
+                db.mark_failed(run.run_id, "RuntimeError: synthetic failure")
+                continue
+            quality = LABELS.index(run.label) % 4 + 1
+            loss = 0.4 + 0.6 * np.exp(-steps_axis / (300 * quality)) + 0.05 * rng.random(steps)
+            lr = 3e-4 * 0.5 * (1 + np.cos(np.pi * steps_axis / steps)) / quality
+            metrics = {
+                "training_time": 50 + rng.normal(0, 2),
+                "eval_loss": 0.5 + 0.1 * quality + rng.normal(0, 0.01),
+                "eval_loss_heldout": 0.5 + 0.1 * quality + rng.normal(0, 0.01),
+                "eval_loss_heldout_ema": 0.5 + 0.1 * quality + rng.normal(0, 0.01),
+                "inference_time": 3 + rng.normal(0, 0.1),
+                "kl_divergence": 0.1 * quality**2 + rng.normal(0, 0.02) + i * 1e-6,
+                "kl_floor": KL_FLOOR[run.dataset],
+            }
+            points = rng.normal(size=(samples, 2)) * (1 + quality / 4)
+            if key == diverged:
+                metrics = dict.fromkeys(metrics, float("nan"))
+                db.finish(
+                    run.run_id,
+                    "diverged",
+                    metrics,
+                    loss[:50],
+                    lr[:50],
+                    None,
+                    49,
+                    "loss became nan at step 49",
+                )
+            else:
+                db.finish(run.run_id, "done", metrics, loss, lr, points)
+    return path

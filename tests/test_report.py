@@ -1,0 +1,190 @@
+"""Reports: table cells recomputed from the store, statistics on known cases, files read back."""
+
+import csv
+import math
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from schedlab.cli import app
+from schedlab.report.build import build_report
+from schedlab.report.stats import (
+    mean_ranks,
+    min_p_value,
+    paired_comparison,
+    performance_profile,
+    summarize,
+)
+from schedlab.store import Store
+from schedlab.testing import synthetic_store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, synthetic_store):
+    out = tmp_path_factory.mktemp("report")
+    with Store(synthetic_store, create=False) as db:
+        build_report(db, "synthetic", out, compare_paper=True)
+    return out
+
+
+def store_values(path):
+    """(label, dataset, metric) -> values of done runs, read with plain sqlite3."""
+    con = sqlite3.connect(path)
+    rows = con.execute(
+        "SELECT s.label, r.dataset, m.key, m.value FROM study_runs s JOIN runs r USING (run_id) "
+        "JOIN metrics m USING (run_id) WHERE r.status = 'done' AND s.study = 'synthetic'"
+    ).fetchall()
+    con.close()
+    out = {}
+    for label, dataset, key, value in rows:
+        out.setdefault((label, dataset, key), []).append(value)
+    return out
+
+
+def test_summary_cells_match_an_independent_recomputation(report, synthetic_store):
+    values = store_values(synthetic_store)
+    rows = list(csv.DictReader((report / "summary.csv").open()))
+    assert len(rows) == 5 * 4 * 6
+    checked = 0
+    for row in rows:
+        x = np.array(values.get((row["schedule"], row["dataset"], row["metric"]), []))
+        assert int(row["n"]) == len(x)
+        if len(x) == 0:
+            continue
+        assert float(row["mean"]) == pytest.approx(x.mean(), rel=1e-12)
+        assert float(row["std"]) == pytest.approx(x.std(ddof=1), rel=1e-9)
+        # With 2 or 3 values the 95% percentile bootstrap of the mean is exactly [min, max]:
+        # all-minimum resamples have probability 1/n^n >= 2.5%.
+        assert float(row["ci_low"]) == pytest.approx(x.min(), rel=1e-12)
+        assert float(row["ci_high"]) == pytest.approx(x.max(), rel=1e-12)
+        checked += 1
+    assert checked == 5 * 4 * 6
+    failed = [r for r in rows if r["schedule"] == "step" and r["dataset"] == "moons"]
+    diverged = [r for r in rows if r["schedule"] == "plateau" and r["dataset"] == "line"]
+    assert {r["n"] for r in failed} == {"2"} and {r["n"] for r in diverged} == {"2"}
+
+
+def test_bootstrap_ci_against_numpy_resampling():
+    x = np.random.default_rng(3).normal(size=40)
+    s = summarize(list(x))
+    rng = np.random.default_rng(1)
+    means = x[rng.integers(0, 40, size=(20_000, 40))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert s.ci_low == pytest.approx(low, abs=0.02)
+    assert s.ci_high == pytest.approx(high, abs=0.02)
+    assert summarize([1.5]).n == 1 and math.isnan(summarize([1.5]).ci_low)
+    assert summarize([math.nan, 2.0, 4.0]).mean == 3.0
+
+
+def test_paired_comparison_known_answers():
+    baseline = {s: 10.0 + s for s in range(7)}
+    schedule = {s: 10.0 + s + d for s, d in zip(range(6), [1, 2, 3, 4, 5, 6], strict=True)}
+    result = paired_comparison(schedule, baseline)  # seed 6 is not shared
+    assert result.n == 6
+    assert result.mean_diff == pytest.approx(3.5)
+    assert result.p_value == pytest.approx(2 / 64)  # all 6 differences positive: exact
+    assert result.warning is None
+    assert result.ci_low > 0
+    mixed = paired_comparison({0: 1.0, 1: 3.0, 2: 2.0}, {0: 2.0, 1: 1.0, 2: 1.0})
+    assert mixed.p_value == pytest.approx(0.75)  # d = -1, 2, 1: 6 of 8 sign flips as extreme
+    assert "only 3 paired seeds" in mixed.warning and "0.25" in mixed.warning
+    assert min_p_value(5) == pytest.approx(0.0625)
+    assert paired_comparison({0: 1.0}, {1: 1.0}).warning == "no shared seeds"
+
+
+def test_ranks_and_performance_profile_known_answers():
+    scores = {"a": {"x": 1.0, "y": 2.0}, "b": {"x": 2.0, "y": 2.0}, "c": {"x": 3.0}}
+    assert mean_ranks(scores) == {"a": 1.25, "b": 1.75, "c": 3.0}
+    profile = performance_profile(
+        {"a": {"x": 1.0, "y": 4.0}, "b": {"x": 2.0, "y": 2.0}}, [1.0, 2.0, 3.0]
+    )
+    assert profile == {"a": [0.5, 1.0, 1.0], "b": [0.5, 1.0, 1.0]}
+
+
+def test_tables_and_page_read_back(report):
+    md = (report / "tables.md").read_text()
+    assert "| schedule | circle | dino | line | moons |" in md and "*bias floor*" in md
+    tex = (report / "tables.tex").read_text()
+    assert tex.count("\\toprule") == 6 and "$\\pm$" in tex
+    page = (report / "index.html").read_text()
+    assert "RuntimeError: synthetic failure" in page and "loss became nan at step 49" in page
+    assert "59 of 60 planned runs finished" in page
+    assert "only 3 paired seeds" in page
+    assert page.count("data:image/png;base64,") == 5
+    assert "http://" not in page and "https://" not in page
+    for name in ("samples", "loss", "lr", "kl", "kl_vs_time"):
+        assert (report / f"{name}.png").stat().st_size > 5000
+        assert (report / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    paired = list(csv.DictReader((report / "paired.csv").open()))
+    assert {r["baseline"] for r in paired} == {"baseline"}
+    assert len(paired) == 3 * 4 * 4
+
+
+def test_compare_paper_shows_the_published_numbers(report, synthetic_store):
+    page = (report / "index.html").read_text()
+    assert "Against the paper" in page
+    values = store_values(synthetic_store)
+    ours = np.mean(values[("baseline", "dino", "kl_divergence")])
+    assert f"<td>1.063</td><td>{ours:.3f}</td><td>{ours - 1.063:.3f}</td>" in page
+
+
+def test_partial_study_says_what_is_missing(tmp_path):
+    path = synthetic_store(tmp_path / "s.sqlite", seeds=2, steps=200, samples=300)
+    con = sqlite3.connect(path)
+    con.execute(
+        "UPDATE runs SET status = 'pending' WHERE run_id IN "
+        "(SELECT run_id FROM runs WHERE dataset = 'dino' LIMIT 3)"
+    )
+    con.commit()
+    con.close()
+    with Store(path, create=False) as db:
+        result = build_report(db, "synthetic", tmp_path / "r")
+    page = result.index.read_text()
+    assert "This study is partial" in page and "36 of 40 planned runs finished" in page
+
+
+def test_report_cli_never_imports_torch(tmp_path, synthetic_store):
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom schedlab.cli import app\n"
+        f"r = CliRunner().invoke(app, ['report', {str(tmp_path / 's.toml')!r}, '--store', "
+        f"{str(synthetic_store)!r}, '--out', {str(tmp_path / 'r')!r}])\n"
+        "assert r.exit_code == 0, r.output\nprint(sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'torch'))\n"
+    )
+    (tmp_path / "s.toml").write_text('name = "synthetic"\n')
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+    assert (tmp_path / "r" / "index.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", "{tmp}/none.sqlite"], "error: no store at"),
+        (["--baseline", "warp"], "error: unknown baseline 'warp'; schedules: baseline, step"),
+    ],
+)
+def test_report_bad_input(tmp_path, synthetic_store, args, message):
+    (tmp_path / "s.toml").write_text('name = "synthetic"\n')
+    full = [
+        "report",
+        str(tmp_path / "s.toml"),
+        "--store",
+        str(synthetic_store),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    full += [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = runner.invoke(app, full)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(message)
+    assert not (tmp_path / "none.sqlite").exists()

@@ -1,0 +1,52 @@
+"""A real browser opens the report from disk: every image loads, the console stays clean."""
+
+import os
+import shutil
+
+import pytest
+
+from schedlab.report.build import build_report
+from schedlab.store import Store
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="headless Chromium is not installed (.ci/run installs Debian's chromium)",
+)
+
+
+def test_headless_chromium_renders_the_report(tmp_path, synthetic_store):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "CI must install chromium"
+    with Store(synthetic_store, create=False) as db:
+        report = build_report(db, "synthetic", tmp_path / "report", compare_paper=True)
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("requestfailed", lambda r: problems.append(f"failed: {r.url[:80]}"))
+        page.goto(report.index.as_uri(), wait_until="load")
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
+        )
+        text = page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert problems == []
+    assert len(images) == 5
+    assert all(complete and width > 0 for _, complete, width in images), images
+    assert "KL divergence (bits)" in text and "Against the paper" in text
+    assert (tmp_path / "report.png").stat().st_size > 10_000
