@@ -180,24 +180,54 @@ def test_diverging_schedule_is_recorded_and_the_others_finish(tmp_path):
         assert all(np.isnan(r.metrics["kl_divergence"]) for r in hot)
 
 
-def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
-    real = local.run_one
+@pytest.mark.parametrize("engine", ["loop", "fleet"])
+def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch, engine):
+    real = local.evaluate
 
-    def flaky(workload, schedule, seed, settings, progress=None):
+    def flaky(workload, result, seed, settings):
         if workload.dataset == "line" and seed == 1:
             raise RuntimeError("simulated out of memory")
-        return real(workload, schedule, seed, settings, progress)
+        return real(workload, result, seed, settings)
 
-    monkeypatch.setattr(local, "run_one", flaky)
+    monkeypatch.setattr(local, "evaluate", flaky)
+    monkeypatch.setattr("schedlab.pipeline.evaluate", flaky)
     with Store(tmp_path / "s.sqlite") as db:
-        summary = run_study(parse_study(TINY, "tiny"), db)
+        summary = run_study(parse_study(TINY, "tiny"), db, engine=engine)
         assert summary.outcomes == {"done": 6, "failed": 2}
         failed = [r for r in db.records("tiny") if r.status == "failed"]
         assert {r.error for r in failed} == {"RuntimeError: simulated out of memory"}
-    monkeypatch.setattr(local, "run_one", real)
+        assert {(r.dataset, r.seed) for r in failed} == {("line", 1)}
+    monkeypatch.undo()
     with Store(tmp_path / "s.sqlite") as db:
-        assert run_study(parse_study(TINY, "tiny"), db).outcomes == {"done": 2}
+        assert run_study(parse_study(TINY, "tiny"), db, engine=engine).outcomes == {"done": 2}
         assert {r.status for r in db.records("tiny")} == {"done"}
+
+
+def test_a_failing_fleet_fails_its_members_only(tmp_path, monkeypatch):
+    real = local.train_fleet
+
+    def broken(members, settings, *args, **kwargs):
+        if any(m.seed == 1 and m.points[:, 1].max() > 3.5 for m in members):  # line, seed 1
+            raise RuntimeError("simulated fleet crash")
+        return real(members, settings, *args, **kwargs)
+
+    monkeypatch.setattr(local, "train_fleet", broken)
+    with Store(tmp_path / "s.sqlite") as db:
+        summary = run_study(parse_study(TINY, "tiny"), db, fleet_size=2)
+        assert summary.outcomes == {"done": 4, "failed": 4}
+
+
+def test_fleet_and_loop_engines_give_the_same_runs(tmp_path):
+    study = parse_study(TINY.replace("[train]", '[train]\ndtype = "float64"'), "tiny")
+    metrics = {}
+    for engine in ("loop", "fleet"):
+        with Store(tmp_path / f"{engine}.sqlite") as db:
+            run_study(study, db, engine=engine, fleet_size=3)
+            metrics[engine] = {r.run_id: r.metrics for r in db.records("tiny")}
+    assert metrics["loop"].keys() == metrics["fleet"].keys()
+    for run_id, loop in metrics["loop"].items():
+        for key in DETERMINISTIC:
+            assert metrics["fleet"][run_id][key] == pytest.approx(loop[key], rel=1e-6), key
 
 
 def test_ctrl_c_puts_the_run_in_flight_back(tmp_path):
@@ -407,3 +437,20 @@ def test_a_file_that_is_not_a_store_is_refused_untouched(tmp_path):
     assert result.exit_code == 2
     assert "is not a schedlab store" in result.stderr
     assert digest(store) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "turbo"], "error: unknown engine 'turbo'; valid engines: fleet, loop"),
+        (["--fleet-size", "0"], "error: --fleet-size must be a positive int, got 0"),
+        (["--device", "tpu"], "error: unknown device 'tpu'; valid devices: cpu, cuda"),
+    ],
+)
+def test_bad_engine_options(tmp_path, args, message):
+    path = write(tmp_path, TINY)
+    result = runner.invoke(app, ["run", str(path), "--store", str(tmp_path / "s.sqlite"), *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(message)
+    assert not (tmp_path / "s.sqlite").exists()

@@ -67,3 +67,42 @@ class Denoiser(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class FleetDenoiser(nn.Module):
+    """K denoisers of one shape with their weights stacked ([K, ...]): one batched forward.
+
+    ``weights`` holds the stacked tensors in the order of Denoiser.parameters() (input weight
+    and bias, each block's, output's), in nn.Linear's [out, in] layout, so a member converts to
+    and from a Denoiser exactly. Runs never mix: every product is a matmul batched over K.
+    """
+
+    def __init__(self, models: list[Denoiser]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("a fleet needs at least one model")
+        self.emb_size = models[0].emb_size
+        self.size = len(models)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([p.detach() for p in group]).clone())
+            for group in zip(*(m.parameters() for m in models), strict=True)
+        )
+
+    @staticmethod
+    def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: [K, B, 2], t: [K, B] -> predicted noise [K, B, 2]."""
+        w = list(self.weights)
+        h = self._linear(embed_inputs(x, t, self.emb_size), w[0], w[1])
+        for i in range(2, len(w) - 2, 2):
+            h = h + self._linear(torch.relu(h), w[i], w[i + 1])
+        return self._linear(torch.relu(h), w[-2], w[-1])
+
+    def member(self, k: int, like: Denoiser) -> Denoiser:
+        """Member k's weights copied into ``like`` (a Denoiser of the same shape)."""
+        with torch.no_grad():
+            for target, stacked in zip(like.parameters(), self.weights, strict=True):
+                target.copy_(stacked[k])
+        return like

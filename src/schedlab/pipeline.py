@@ -19,7 +19,7 @@ from schedlab.diffusion import NoiseSchedule
 from schedlab.metrics import HeldoutLoss, KLReference, reference_eval_loss, timed_sample
 from schedlab.schedules import ScheduleSpec
 from schedlab.settings import Settings
-from schedlab.train import Progress, noise_schedule, train_reference
+from schedlab.train import Progress, TrainResult, noise_schedule, train_reference
 
 METRIC_KEYS = (
     "training_time",
@@ -83,6 +83,11 @@ def run_one(
     result = train_reference(
         workload.points, schedule, settings.train, seed, workload.heldout, progress
     )
+    return evaluate(workload, result, seed, settings)
+
+
+def evaluate(workload: Workload, result: TrainResult, seed: int, settings: Settings) -> RunOutcome:
+    """Every metric of a trained run (whichever engine trained it)."""
     metrics = dict.fromkeys(METRIC_KEYS, float("nan"))
     metrics["training_time"] = result.training_time
     metrics["kl_floor"] = workload.kl_floor

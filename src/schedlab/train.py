@@ -59,20 +59,30 @@ class Batch:
     eps: torch.Tensor
 
 
-def batches(points: torch.Tensor, settings: TrainSettings, seed: int) -> Iterator[Batch]:
-    """The run's batches: a fresh permutation each epoch, the last batch of an epoch partial.
-
-    Timesteps and noise are drawn per epoch, one per point position, from the run's noise
-    stream; data order comes from its order stream. Both depend on the seed alone.
-    """
-    n = points.shape[0]
+def epoch_draws(
+    n: int, settings: TrainSettings, seed: int, dtype: torch.dtype
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Each epoch's (permutation, timesteps, noise) of a run: one timestep and noise per point
+    position, from the run's noise stream; the order from its order stream. Both depend on the
+    seed alone, and every engine draws them here."""
     order, noise = generator(seed, "order"), generator(seed, "noise")
     while True:
         perm = torch.randperm(n, generator=order)
         t = torch.randint(0, settings.timesteps, (n,), generator=noise)
-        eps = torch.randn(n, 2, generator=noise, dtype=points.dtype)
-        for start in range(0, n, settings.batch_size):
-            stop = start + settings.batch_size
+        eps = torch.randn(n, 2, generator=noise, dtype=dtype)
+        yield perm, t, eps
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """An epoch's batches: full ones, then a partial last one (torch's DataLoader default)."""
+    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def batches(points: torch.Tensor, settings: TrainSettings, seed: int) -> Iterator[Batch]:
+    """The run's batches, epoch after epoch."""
+    bounds = batch_bounds(points.shape[0], settings.batch_size)
+    for perm, t, eps in epoch_draws(points.shape[0], settings, seed, points.dtype):
+        for start, stop in bounds:
             yield Batch(points[perm[start:stop]], t[start:stop], eps[start:stop])
 
 

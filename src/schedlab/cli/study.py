@@ -74,6 +74,11 @@ def status_table(study: StudySpec, store: Store) -> Table:
 def run(
     study: Annotated[str, typer.Argument(help=STUDY_HELP)],
     store: StoreOption = None,
+    engine: Annotated[str, typer.Option(help="fleet (vectorized, default) or loop")] = "fleet",
+    fleet_size: Annotated[
+        int | None, typer.Option(help="runs per fleet (default: 20 on cpu, 256 on cuda)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (fleet engine)")] = "cpu",
 ) -> None:
     """Run a study: plan the grid, skip what is done, re-run failed or interrupted runs."""
     from rich.progress import (
@@ -85,9 +90,10 @@ def run(
         TimeRemainingColumn,
     )
 
-    from schedlab.executors.local import Events, run_study
+    from schedlab.executors.local import Events, check_engine_options, run_study
     from schedlab.spec import load_study
 
+    check_engine_options(engine, fleet_size, device)
     spec = load_study(study)
     path = store_path(spec, store)
     with (
@@ -105,14 +111,9 @@ def run(
         overall = bar.add_task("runs", total=None, info="")
         current = bar.add_task("run", total=spec.train.steps, info="")
 
-        def started(run: Any, index: int, total: int) -> None:
-            bar.update(overall, total=total, completed=index)
-            bar.update(
-                current,
-                completed=0,
-                description=f"{run.dataset}/{run.label}/seed {run.seed}",
-                info="",
-            )
+        def started(description: str, done: int, total: int) -> None:
+            bar.update(overall, total=total, completed=done)
+            bar.update(current, completed=0, description=description, info="")
 
         def step(n: int, loss: float, lr: float) -> None:
             bar.update(current, completed=n, info=f"loss {loss:.4f} lr {lr:.2e}")
@@ -121,7 +122,9 @@ def run(
             bar.advance(overall)
 
         try:
-            summary = run_study(spec, db, Events(started, step, finished))
+            summary = run_study(
+                spec, db, Events(started, step, finished), engine, fleet_size, device
+            )
         except KeyboardInterrupt:
             bar.stop()
             err.print(

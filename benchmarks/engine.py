@@ -1,0 +1,122 @@
+"""Training-engine throughput against the machine's limit.
+
+    python benchmarks/engine.py [--quick] [--json FILE] [--device cpu|cuda]
+
+Measures, in one process on one machine:
+- the machine's matmul peak: GFLOP/s of a large float32 matmul (best of several);
+- model-steps/s of the reference loop (one run, torch.optim.AdamW, batch 256, default model);
+- model-steps/s of the fleet engine for K = 1, 5, 20, 60 runs (K x fleet steps/s);
+- each engine's fraction of the peak, at 403 MFLOP per model-step (forward, backward of the
+  weights and of the hidden activations, for 256 points through the 296,450-parameter MLP);
+- sampling throughput (points x denoising steps per second, chunks of 1,000 points).
+Ratios to the reference loop are the speed claims; they are measured here, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from schedlab import data, schedules
+from schedlab.diffusion import sample
+from schedlab.engine import Member, train_fleet
+from schedlab.settings import TrainSettings
+from schedlab.train import build_model, noise_schedule, train_reference
+
+FLOP_PER_MODEL_STEP = 403e6
+
+
+def matmul_peak_gflops(device: str, size: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def loop_steps_per_s(steps: int) -> float:
+    settings = TrainSettings(steps=steps)
+    points = data.load("moons", 20_000)
+    result = train_reference(points, schedules.resolve("cosine"), settings, seed=0)
+    return steps / result.training_time
+
+
+def fleet_steps_per_s(k: int, steps: int, device: str) -> float:
+    settings = TrainSettings(steps=steps)
+    names = ["cosine", "step", "exponential", "constant", "plateau"]
+    datasets = data.names()
+    members = [
+        Member(data.load(datasets[i % 4], 20_000), schedules.resolve(names[i % 5]), i, 3e-4)
+        for i in range(k)
+    ]
+    results = train_fleet(members, settings, device=device)
+    return steps / results[0].training_time  # training_time is the fleet wall time / K
+
+
+def sampling_points_per_s(n: int, device: str) -> float:
+    settings = TrainSettings()
+    model = build_model(settings, 0).to(device)
+    noise = noise_schedule(settings)
+    start = time.perf_counter()
+    sample(model, noise, n, torch.Generator().manual_seed(0), chunk=1000)
+    return n * settings.timesteps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps: under a minute")
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sizes", default="1,5,20,60", help="fleet sizes K")
+    args = parser.parse_args()
+    sizes = [int(k) for k in args.sizes.split(",")]
+    loop_steps = 150 if args.quick else 600
+    fleet_steps = 30 if args.quick else 150
+    peak = matmul_peak_gflops(args.device)
+    loop = loop_steps_per_s(loop_steps)
+    fleet = {str(k): fleet_steps_per_s(k, fleet_steps, args.device) for k in sizes}
+    sampling = sampling_points_per_s(2000 if args.quick else 10_000, args.device)
+    threads = torch.get_num_threads()
+    print(f"device {args.device}, torch {torch.__version__}, {threads} threads")
+    print(f"matmul peak: {peak:.1f} GFLOP/s")
+    print(f"{'engine':<12}{'model-steps/s':>15}{'vs loop':>10}{'GFLOP/s':>10}{'of peak':>10}")
+    rows = [("loop", loop)] + [(f"fleet K={k}", v) for k, v in fleet.items()]
+    for name, rate in rows:
+        gflops = rate * FLOP_PER_MODEL_STEP / 1e9
+        print(f"{name:<12}{rate:>15.1f}{rate / loop:>9.2f}x{gflops:>10.1f}{gflops / peak:>9.0%}")
+    print(
+        f"sampling: {sampling / 1e6:.2f} M point-steps/s "
+        f"({sampling / 100:.0f} samples/s through T = 100 steps)"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "device": args.device,
+                    "threads": threads,
+                    "peak_gflops": peak,
+                    "loop_steps_per_s": loop,
+                    "fleet_steps_per_s": fleet,
+                    "sampling_point_steps_per_s": sampling,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

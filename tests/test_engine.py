@@ -1,0 +1,87 @@
+"""The fleet engine against the reference loop, the oracle."""
+
+import numpy as np
+import pytest
+import torch
+
+from schedlab import data, schedules
+from schedlab.engine import Member, train_fleet
+from schedlab.model import Denoiser, FleetDenoiser
+from schedlab.settings import TrainSettings
+from schedlab.train import train_reference
+
+CASES = [
+    ("moons", "cosine", {}, 0, 3e-4),
+    ("dino", "step", {"step_size": 50, "gamma": 0.5, "warmup_steps": 20}, 1, 1e-3),
+    ("line", "plateau", {"window": 5, "every": 5, "patience": 10, "factor": 0.5}, 7, 3e-4),
+]
+
+
+def members_and_reference(settings):
+    members, reference = [], []
+    for dataset, name, params, seed, lr in CASES:
+        points = data.load(dataset, 1000)
+        spec = schedules.resolve(name, params, settings.steps)
+        members.append(Member(points, spec, seed, lr))
+        run_settings = settings.model_copy(update={"lr": lr})
+        reference.append(train_reference(points, spec, run_settings, seed))
+    return members, reference
+
+
+def test_float64_fleet_equals_the_reference_loop():
+    settings = TrainSettings(steps=200, batch_size=128, dtype="float64")
+    members, reference = members_and_reference(settings)
+    fleet = train_fleet(members, settings)
+    for got, want in zip(fleet, reference, strict=True):
+        assert got.diverged_at is None
+        np.testing.assert_allclose(got.losses, want.losses, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(got.lrs, want.lrs, rtol=1e-12, atol=0)
+        for a, b in zip(got.model.parameters(), want.model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+        for a, b in zip(got.ema_model.parameters(), want.ema_model.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    # The plateau member dropped its LR by itself, on its own loss.
+    assert fleet[2].lrs[-1] < fleet[2].lrs[0]
+
+
+def test_float32_fleet_agrees_within_round_off():
+    settings = TrainSettings(steps=100, batch_size=128, emb_size=32, hidden_size=64)
+    members, reference = members_and_reference(settings)
+    for got, want in zip(train_fleet(members, settings), reference, strict=True):
+        np.testing.assert_allclose(got.losses, want.losses, rtol=1e-3, atol=1e-4)
+
+
+def test_a_diverging_member_is_frozen_and_the_others_go_on():
+    settings = TrainSettings(steps=60, batch_size=64, emb_size=16, hidden_size=32)
+    points = data.load("moons", 500)
+    members = [
+        Member(points, schedules.resolve("constant"), 0, 3e-4),
+        Member(points, schedules.resolve("constant"), 1, 1e4),
+        Member(points, schedules.resolve("cosine"), 2, 3e-4),
+    ]
+    results = train_fleet(members, settings)
+    assert results[1].diverged_at is not None
+    assert len(results[1].losses) == results[1].diverged_at + 1
+    alone = train_reference(points, schedules.resolve("cosine"), settings, 2)
+    np.testing.assert_allclose(results[2].losses, alone.losses, rtol=1e-4, atol=1e-5)
+    assert results[0].diverged_at is None and np.all(np.isfinite(results[0].losses))
+
+
+def test_fleet_denoiser_members_round_trip():
+    torch.manual_seed(0)
+    models = [Denoiser(8, 16, 2) for _ in range(3)]
+    fleet = FleetDenoiser(models)
+    x, t = torch.randn(3, 5, 2), torch.randint(0, 100, (3, 5))
+    out = fleet(x, t)
+    for k, model in enumerate(models):
+        torch.testing.assert_close(out[k], model(x[k], t[k]))
+        copy = fleet.member(k, Denoiser(8, 16, 2))
+        for a, b in zip(copy.parameters(), model.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_schedule_free_is_refused_by_the_fleet():
+    settings = TrainSettings(steps=5)
+    member = Member(data.load("moons", 100), schedules.resolve("schedule_free"), 0, 3e-4)
+    with pytest.raises(ValueError, match="schedule_free runs train in the reference loop"):
+        train_fleet([member], settings)
