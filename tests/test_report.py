@@ -123,7 +123,8 @@ def test_tables_and_page_read_back(report):
         assert (report / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     paired = list(csv.DictReader((report / "paired.csv").open()))
     assert {r["baseline"] for r in paired} == {"baseline"}
-    assert len(paired) == 3 * 4 * 4
+    assert len(paired) == 3 * 4 * 3  # cosine is the baseline's own runs: not compared
+    assert "cosine: the same runs as the baseline" in page
 
 
 def test_compare_paper_shows_the_published_numbers(report, synthetic_store):
@@ -139,7 +140,7 @@ def test_partial_study_says_what_is_missing(tmp_path):
     con = sqlite3.connect(path)
     con.execute(
         "UPDATE runs SET status = 'pending' WHERE run_id IN "
-        "(SELECT run_id FROM runs WHERE dataset = 'dino' LIMIT 3)"
+        "(SELECT run_id FROM study_runs WHERE label = 'exponential' LIMIT 3)"
     )
     con.commit()
     con.close()

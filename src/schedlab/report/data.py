@@ -39,6 +39,14 @@ class StudyView:
             if r.label == label and r.dataset == dataset and r.status == "done"
         }
 
+    def same_runs_as_baseline(self, label: str) -> bool:
+        """True when a label names the baseline's very runs (the paper's baseline and cosine)."""
+
+        def ids(name: str) -> set[str]:
+            return {r.run_id for r in self.records if r.label == name}
+
+        return label != self.baseline and ids(label) == ids(self.baseline)
+
     def kl_floor(self, dataset: str) -> float:
         floors = [
             r.metrics.get("kl_floor", math.nan)

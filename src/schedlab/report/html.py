@@ -97,30 +97,37 @@ def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
 
 
 def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
-    lines, warnings = [], set()
-    for row in paired:
-        r = row.result
-        lines.append(
-            [
-                row.metric,
-                row.schedule,
-                row.dataset,
-                str(r.n),
-                fmt(r.mean_diff, 4),
-                f"[{fmt(r.ci_low, 4)}, {fmt(r.ci_high, 4)}]",
-                fmt(r.p_value, 3),
-            ]
+    warnings = sorted({row.result.warning for row in paired if row.result.warning})
+    notes = "".join(f'<p class="warn">Warning: {esc(w)}.</p>' for w in warnings)
+    same = [label for label in view.labels if view.same_runs_as_baseline(label)]
+    if same:
+        notes += (
+            f"<p>{esc(', '.join(same))}: the same runs as the baseline (same schedule, "
+            "parameters and seeds), so no comparison is shown.</p>"
         )
-        if r.warning:
-            warnings.add(r.warning)
-    notes = "".join(f'<p class="warn">Warning: {esc(w)}.</p>' for w in sorted(warnings))
+    tables = []
+    for metric in dict.fromkeys(row.metric for row in paired):
+        index = {(r.schedule, r.dataset): r.result for r in paired if r.metric == metric}
+        lines = []
+        for label in dict.fromkeys(r.schedule for r in paired if r.metric == metric):
+            cells = []
+            for d in view.datasets:
+                r = index[(label, d)]
+                cells.append(
+                    "-"
+                    if r.n == 0
+                    else f"{r.mean_diff:+.4f} [{fmt(r.ci_low, 4)}, {fmt(r.ci_high, 4)}] "
+                    f"p={fmt(r.p_value, 2)} n={r.n}"
+                )
+            lines.append([label, *cells])
+        title = METRICS[metric][0]
+        tables.append(f"<h3>{esc(title)}</h3>" + table(["schedule", *view.datasets], lines))
     return (
         f"<h2>Paired comparisons against the baseline ({esc(view.baseline)})</h2>"
         "<p>Schedule minus baseline on the seeds both have (paired seeds share initial weights, "
-        "data order and noise). CI: 95% bootstrap of the mean difference; p: exact two-sided "
-        "sign-flip permutation test. Negative is better for every metric here.</p>"
-        + notes
-        + table(["metric", "schedule", "dataset", "n", "mean diff", "95% CI", "p"], lines)
+        "data order and noise): mean difference, its 95% bootstrap CI, and the p-value of an "
+        "exact two-sided sign-flip permutation test. Negative is better for every metric here."
+        "</p>" + notes + "".join(tables)
     )
 
 

@@ -60,7 +60,7 @@ def paired_rows(view: StudyView) -> list[PairedRow]:
     rows = []
     for metric in PAIRED_METRICS:
         for label in view.labels:
-            if label == view.baseline:
+            if label == view.baseline or view.same_runs_as_baseline(label):
                 continue
             for dataset in view.datasets:
                 rows.append(
