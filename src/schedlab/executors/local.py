@@ -9,6 +9,7 @@ fleet does not vectorize) each run trains alone in the reference loop.
 from __future__ import annotations
 
 import functools
+import math
 import platform
 import socket
 import time
@@ -93,7 +94,11 @@ def split_into_fleets(runs: list[RunSpec], engine: Engine, size: int) -> list[li
             groups.setdefault(key, []).append(run)
         else:
             alone.append([run])
-    fleets = [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+    fleets = []
+    for group in groups.values():
+        # As many fleets as ``size`` requires, of near-equal sizes (48 runs: 16, 16, 16).
+        per_fleet = math.ceil(len(group) / math.ceil(len(group) / size))
+        fleets += [group[i : i + per_fleet] for i in range(0, len(group), per_fleet)]
     return fleets + alone
 
 
