@@ -85,3 +85,43 @@ def test_schedule_free_is_refused_by_the_fleet():
     member = Member(data.load("moons", 100), schedules.resolve("schedule_free"), 0, 3e-4)
     with pytest.raises(ValueError, match="schedule_free runs train in the reference loop"):
         train_fleet([member], settings)
+
+
+def tiny_fleet():
+    settings = TrainSettings(steps=12, batch_size=32, emb_size=8, hidden_size=16, hidden_layers=1)
+    points = data.load("moons", 200)
+    members = [
+        Member(points, schedules.resolve(name), seed, 3e-4)
+        for seed, name in enumerate(["cosine", "step"])
+    ]
+    return members, settings
+
+
+def test_a_failing_compile_falls_back_to_eager(monkeypatch):
+    members, settings = tiny_fleet()
+    eager = train_fleet(members, settings, use_compile=False)
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("simulated Inductor crash\ndetails")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(
+        RuntimeWarning,
+        match="torch.compile failed, the fleet trains eagerly: "
+        "RuntimeError: simulated Inductor crash",
+    ):
+        fallback = train_fleet(members, settings, use_compile=True)
+    for a, b in zip(fallback, eager, strict=True):
+        np.testing.assert_array_equal(a.losses, b.losses)
+
+
+@pytest.mark.slow
+def test_compiled_fleet_agrees_with_eager():
+    members, settings = tiny_fleet()
+    eager = train_fleet(members, settings, use_compile=False)
+    compiled = train_fleet(members, settings, use_compile=True)
+    for a, b in zip(compiled, eager, strict=True):
+        np.testing.assert_allclose(a.losses, b.losses, rtol=1e-4, atol=1e-5)

@@ -245,13 +245,18 @@ def test_ctrl_c_puts_the_run_in_flight_back(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_study_then_resume_equals_an_uninterrupted_run(tmp_path):
-    text = TINY.replace("steps = 30", "steps = 150")
+@pytest.mark.parametrize(
+    ("options", "kill_after"),
+    [(["--engine", "loop"], 3), (["--engine", "fleet", "--fleet-size", "2"], 2)],
+    ids=["loop", "fleet"],
+)
+def test_kill_9_mid_study_then_resume_equals_an_uninterrupted_run(tmp_path, options, kill_after):
+    text = TINY.replace("steps = 30", "steps = 400")
     path = write(tmp_path, text, "tiny.toml")
     store = tmp_path / "killed.sqlite"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "schedlab", "run", str(path), "--store", str(store)],
+        [sys.executable, "-m", "schedlab", "run", str(path), "--store", str(store), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -268,25 +273,26 @@ def test_kill_9_mid_study_then_resume_equals_an_uninterrupted_run(tmp_path):
                     ]
             except sqlite3.OperationalError:
                 continue
-            if done >= 3:
+            if done >= kill_after:
                 break
     assert proc.poll() is None, "the study finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with Store(store) as db:
         before = {r.run_id: r.status for r in db.records("tiny")}
-    assert 3 <= sum(s == "done" for s in before.values()) < 8
+    assert kill_after <= sum(s == "done" for s in before.values()) < 8
     assert "running" in before.values()
-    result = runner.invoke(app, ["run", str(path), "--store", str(store)])
+    result = runner.invoke(app, ["run", str(path), "--store", str(store), *options])
     assert result.exit_code == 0, result.output
     with Store(store) as db, Store(tmp_path / "clean.sqlite") as clean:
-        run_study(parse_study(text, "tiny"), clean)
+        engine = options[1]
+        run_study(parse_study(text, "tiny"), clean, engine=engine, fleet_size=2)
         resumed = {r.run_id: r for r in db.records("tiny")}
         reference = {r.run_id: r for r in clean.records("tiny")}
         assert resumed.keys() == reference.keys()
         for run_id, record in resumed.items():
             assert record.status == "done"
-            # Runs done before the kill were not redone; the one in flight ran a second time.
+            # Runs done before the kill were not redone; those in flight ran a second time.
             assert record.attempts == (
                 1 if before[run_id] == "done" else 2 if before[run_id] == "running" else 1
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -114,13 +113,3 @@ class KLReference:
 def kl_divergence(real: np.ndarray, generated: np.ndarray, k: int = 5) -> float:
     """KL(real || generated) in bits by the kNN estimator (see KLReference)."""
     return KLReference(real, k).kl(generated)
-
-
-@dataclass(frozen=True)
-class Measurements:
-    eval_loss: float | None
-    eval_loss_heldout: float
-    eval_loss_heldout_ema: float
-    inference_time: float
-    kl_divergence: float
-    kl_floor: float

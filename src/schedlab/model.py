@@ -85,7 +85,6 @@ class FleetDenoiser(nn.Module):
         if not models:
             raise ValueError("a fleet needs at least one model")
         self.emb_size = models[0].emb_size
-        self.size = len(models)
         self.weights = nn.ParameterList(
             nn.Parameter(torch.stack([_fleet_layout(p.detach()) for p in group]).contiguous())
             for group in zip(*(m.parameters() for m in models), strict=True)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
@@ -552,14 +553,12 @@ def lr_curve(
     base_lr: float = 3e-4,
     metrics: Sequence[float] | None = None,
     **params: Any,
-) -> Any:
+) -> np.ndarray:
     """The LR the optimizer uses at each step 0..steps-1, as a float64 numpy array.
 
     For ``plateau``, ``metrics`` is the watched signal: one training loss per step (watch=train)
     or one held-out loss per look (watch=heldout). Without it the loss never improves.
     """
-    import numpy as np
-
     if steps <= 0:
         raise ValueError(f"steps must be a positive int, got {steps}")
     check_base_lr(base_lr)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1
-STATUSES = ("pending", "running", "done", "failed", "diverged")
 FINISHED = ("done", "diverged")
 
 SCHEMA = """

@@ -79,6 +79,10 @@ def run(
         int | None, typer.Option(help="runs per fleet (default: 20 on cpu, 256 on cuda)")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (fleet engine)")] = "cpu",
+    use_compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the fleet (default: on cuda)"),
+    ] = None,
 ) -> None:
     """Run a study: plan the grid, skip what is done, re-run failed or interrupted runs."""
     from rich.progress import (
@@ -123,7 +127,7 @@ def run(
 
         try:
             summary = run_study(
-                spec, db, Events(started, step, finished), engine, fleet_size, device
+                spec, db, Events(started, step, finished), engine, fleet_size, device, use_compile
             )
         except KeyboardInterrupt:
             bar.stop()

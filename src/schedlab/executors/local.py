@@ -103,8 +103,11 @@ def split_into_fleets(runs: list[RunSpec], engine: Engine, size: int) -> list[li
 
 
 class _Runner:
-    def __init__(self, store: Store, events: Events, summary: Summary, device: str) -> None:
+    def __init__(
+        self, store: Store, events: Events, summary: Summary, device: str, use_compile: bool | None
+    ) -> None:
         self.store, self.events, self.summary, self.device = store, events, summary, device
+        self.use_compile = use_compile
         self.host, self.versions = socket.gethostname(), software_versions()
         self.workloads: dict[tuple, Workload] = {}
 
@@ -133,6 +136,7 @@ class _Runner:
             self.device,
             lambda k, model: workloads[k].heldout(model),
             self.events.step,
+            self.use_compile,
         )
         return [
             functools.partial(evaluate, w, result, run.seed, run.settings)
@@ -201,6 +205,7 @@ def run_study(
     engine: Engine = "fleet",
     fleet_size: int | None = None,
     device: str = "cpu",
+    use_compile: bool | None = None,
 ) -> Summary:
     """Train every run not yet done or diverged; failed and interrupted runs are run again.
 
@@ -215,7 +220,7 @@ def run_study(
     runs = unique_runs(study)
     todo = [r for r in runs if store.status(r.run_id) not in FINISHED]
     summary = Summary(planned=len(runs), skipped=len(runs) - len(todo))
-    runner = _Runner(store, events, summary, device)
+    runner = _Runner(store, events, summary, device, use_compile)
     size = fleet_size or DEFAULT_FLEET_SIZE[device]
     start = time.perf_counter()
     done = 0

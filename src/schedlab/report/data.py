@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from schedlab.store import FINISHED, RunRecord, Store
@@ -74,7 +73,3 @@ def load_study_view(store: Store, study: str, baseline: str | None = None) -> St
     elif baseline not in labels:
         raise ValueError(f"unknown baseline {baseline!r}; schedules: {', '.join(labels)}")
     return StudyView(study, spec, records, labels, datasets, baseline)
-
-
-def open_store(path: Path) -> Store:
-    return Store(path, create=False)
