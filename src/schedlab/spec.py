@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schedlab import data, schedules
 from schedlab.presets import study_source
 from schedlab.schedules import ScheduleSpec
-from schedlab.settings import DataSettings, EvalSettings, Settings, TrainSettings
+from schedlab.settings import DataSettings, EvalSettings, Settings, TrainSettings, first_error
 
 # Bump when a change alters the numbers a run produces: old results then get new ids.
 NUMERIC_VERSION = 1
@@ -120,18 +120,6 @@ class RunSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def _first_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return f"unknown key {where!r}"
-    if first["type"] == "missing":
-        return f"missing key {where!r}"
-    prefix = f"{where}: " if where else ""
-    return f"{prefix}{message}"
-
-
 def parse_study(text: str, source: str) -> StudySpec:
     """A validated StudySpec, or a one-line ValueError naming the file and the problem."""
     try:
@@ -141,7 +129,7 @@ def parse_study(text: str, source: str) -> StudySpec:
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as err:
-        raise ValueError(f"{source}: {_first_error(err)}") from err
+        raise ValueError(f"{source}: {first_error(err)}") from err
 
 
 def load_study(ref: str) -> StudySpec:

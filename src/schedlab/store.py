@@ -101,6 +101,11 @@ class RunRecord:
     metrics: dict[str, float]
 
 
+def default_path(study: str) -> Path:
+    """Where a study's store lives unless --store says otherwise."""
+    return Path("schedlab-runs") / f"{study}.sqlite"
+
+
 class StoreError(ValueError):
     """A store that cannot be used as it is; the message says why."""
 

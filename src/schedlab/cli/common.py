@@ -37,9 +37,9 @@ def one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            fail(f"{where}: {first['msg']} (got {first.get('input')!r})")
+            from schedlab.settings import first_error
+
+            fail(first_error(e))
         except ValueError as e:
             fail(str(e))
 

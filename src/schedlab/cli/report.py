@@ -31,10 +31,10 @@ def report(
     """Write summary.csv, tables (Markdown, LaTeX), figures and index.html for a study."""
     from schedlab.presets import study_name
     from schedlab.report.build import build_report
-    from schedlab.store import Store
+    from schedlab.store import Store, default_path
 
     name = study_name(study)
-    path = store if store is not None else Path("schedlab-runs") / f"{name}.sqlite"
+    path = store if store is not None else default_path(name)
     target = out_dir if out_dir is not None else Path("reports") / name
     with Store(path, create=False) as db:
         result = build_report(db, name, target, compare_paper, baseline)

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from schedlab.cli.common import app, err, fail, one_line_errors, out
-from schedlab.store import RunRecord, Store
+from schedlab.store import RunRecord, Store, default_path
 
 if TYPE_CHECKING:
     from schedlab.spec import StudySpec
@@ -26,7 +26,7 @@ StoreOption = Annotated[
 
 
 def store_path(study: StudySpec, store: Path | None) -> Path:
-    return store if store is not None else Path("schedlab-runs") / f"{study.name}.sqlite"
+    return store if store is not None else default_path(study.name)
 
 
 def plan_records(
