@@ -48,10 +48,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def loop_steps_per_s(steps: int) -> float:
+def loop_steps_per_s(steps: int, device: str) -> float:
     settings = TrainSettings(steps=steps)
     points = data.load("moons", 20_000)
-    result = train_reference(points, schedules.resolve("cosine"), settings, seed=0)
+    result = train_reference(points, schedules.resolve("cosine"), settings, 0, device=device)
     return steps / result.training_time
 
 
@@ -70,9 +70,10 @@ def fleet_steps_per_s(k: int, steps: int, device: str) -> float:
 def sampling_points_per_s(n: int, device: str) -> float:
     settings = TrainSettings()
     model = build_model(settings, 0).to(device)
-    noise = noise_schedule(settings)
+    noise = noise_schedule(settings).to(device)
     start = time.perf_counter()
-    sample(model, noise, n, torch.Generator().manual_seed(0), chunk=1000)
+    sample(model, noise, n, torch.Generator().manual_seed(0), chunk=1000, device=device)
+    sync(device)
     return n * settings.timesteps / (time.perf_counter() - start)
 
 
@@ -87,7 +88,7 @@ def main() -> None:
     loop_steps = 150 if args.quick else 600
     fleet_steps = 30 if args.quick else 150
     peak = matmul_peak_gflops(args.device)
-    loop = loop_steps_per_s(loop_steps)
+    loop = loop_steps_per_s(loop_steps, args.device)
     fleet = {str(k): fleet_steps_per_s(k, fleet_steps, args.device) for k in sizes}
     sampling = sampling_points_per_s(2000 if args.quick else 10_000, args.device)
     threads = torch.get_num_threads()

@@ -101,3 +101,11 @@ def test_bad_schedule_settings():
         NoiseSchedule(T, beta_schedule="cubic")
     with pytest.raises(ValueError, match="timesteps must be >= 2"):
         NoiseSchedule(1)
+
+
+def test_schedule_moves_with_its_coefficients():
+    s = NoiseSchedule(T)
+    moved = s.to("cpu")
+    assert moved is not s and moved.timesteps == T
+    for name in ("betas", "abar", "posterior_std", "sqrt_one_minus_abar"):
+        assert torch.equal(getattr(moved, name), getattr(s, name))

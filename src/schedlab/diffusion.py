@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Literal
 
@@ -54,8 +55,16 @@ class NoiseSchedule:
             "posterior_ct": (1 - abar_prev) * alphas.sqrt() / (1 - abar),
             "posterior_std": (betas * (1 - abar_prev) / (1 - abar)).clamp(min=1e-20).sqrt(),
         }
+        self._names = tuple(coefs)
         for name, value in coefs.items():
             setattr(self, name, value.to(dtype))
+
+    def to(self, device: str | torch.device) -> NoiseSchedule:
+        """The same schedule with its coefficients on ``device``."""
+        moved = copy.copy(self)
+        for name in self._names:
+            setattr(moved, name, getattr(self, name).to(device))
+        return moved
 
     def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
@@ -89,19 +98,20 @@ def sample(
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
     chunk: int = 1000,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Ancestral DDPM sampling of n points, processed ``chunk`` points at a time.
 
     Chunking keeps the activations in cache (about 1,000 points is much faster on CPU than one
     10,000-point batch) and does not change the result: all noise is drawn up front.
     """
-    x_all = torch.randn(n, 2, generator=generator, dtype=dtype)
-    z_all = torch.randn(schedule.timesteps - 1, n, 2, generator=generator, dtype=dtype)
+    x_all = torch.randn(n, 2, generator=generator, dtype=dtype).to(device)
+    z_all = torch.randn(schedule.timesteps - 1, n, 2, generator=generator, dtype=dtype).to(device)
     out = []
     for start in range(0, n, chunk):
         x = x_all[start : start + chunk]
         for t in range(schedule.timesteps - 1, -1, -1):
-            tt = torch.full((x.shape[0],), t, dtype=torch.long)
+            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=device)
             eps_hat = model(x, tt)
             z = z_all[t - 1, start : start + chunk] if t > 0 else None
             x = schedule.step(eps_hat, t, x, z)

@@ -143,9 +143,7 @@ def train_fleet(
     params = list(fleet.parameters())
     optimizer = FleetAdamW(params, weight_decay=settings.weight_decay)
     ema = EMA(fleet, settings.ema_beta, settings.ema_every, settings.ema_warmup)
-    noise = noise_schedule(settings)
-    sqrt_abar = noise.sqrt_abar.to(device)
-    sqrt_one_minus_abar = noise.sqrt_one_minus_abar.to(device)
+    noise = noise_schedule(settings).to(device)
     drivers = [stand_in_driver(m.lr, m.schedule, settings.steps) for m in members]
     data = torch.stack([torch.as_tensor(m.points, dtype=dtype) for m in members]).to(device)
     draws = [epoch_draws(n, settings, m.seed, dtype) for m in members]
@@ -176,8 +174,8 @@ def train_fleet(
                 x_all[:, lo:hi],
                 t_all[:, lo:hi],
                 eps_all[:, lo:hi],
-                sqrt_abar,
-                sqrt_one_minus_abar,
+                noise.sqrt_abar,
+                noise.sqrt_one_minus_abar,
             )
             clip_grad_norm_per_run(params, settings.clip)
             lr = [d.lr for d in drivers]

@@ -7,6 +7,7 @@ the readable statement of what a run is, and the oracle other engines are tested
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -79,9 +80,10 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def batches(points: torch.Tensor, settings: TrainSettings, seed: int) -> Iterator[Batch]:
-    """The run's batches, epoch after epoch."""
+    """The run's batches, epoch after epoch, on the device of ``points``."""
     bounds = batch_bounds(points.shape[0], settings.batch_size)
-    for perm, t, eps in epoch_draws(points.shape[0], settings, seed, points.dtype):
+    for draws in epoch_draws(points.shape[0], settings, seed, points.dtype):
+        perm, t, eps = (x.to(points.device) for x in draws)
         for start, stop in bounds:
             yield Batch(points[perm[start:stop]], t[start:stop], eps[start:stop])
 
@@ -93,11 +95,15 @@ def train_reference(
     seed: int,
     heldout_loss: Callable[[Denoiser], float] | None = None,
     progress: Progress | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
-    """Train one run. ``heldout_loss`` feeds a plateau schedule that watches the held-out loss."""
-    model = build_model(settings, seed)
-    noise = noise_schedule(settings)
-    data = torch.as_tensor(points, dtype=settings.torch_dtype)
+    """Train one run. ``heldout_loss`` feeds a plateau schedule that watches the held-out loss.
+
+    The returned models are on the CPU, whatever ``device`` trained them.
+    """
+    model = build_model(settings, seed).to(device)
+    noise = noise_schedule(settings).to(device)
+    data = torch.as_tensor(points, dtype=settings.torch_dtype).to(device)
     optimizer = build_optimizer(model.parameters(), schedule, settings.lr, settings.weight_decay)
     driver = LRDriver(optimizer, schedule, settings.steps)
     ema = EMA(model, settings.ema_beta, settings.ema_every, settings.ema_warmup)
@@ -105,7 +111,7 @@ def train_reference(
     def watched() -> float:
         assert heldout_loss is not None
         with evaluation_weights(optimizer):
-            return heldout_loss(model)
+            return heldout_loss(copy.deepcopy(model).cpu())
 
     losses = np.empty(settings.steps, dtype=np.float64)
     lrs = np.empty(settings.steps, dtype=np.float64)
@@ -133,4 +139,6 @@ def train_reference(
     training_time = time.perf_counter() - start
     finish_training(optimizer)
     done = settings.steps if diverged_at is None else diverged_at + 1
-    return TrainResult(model, ema.ema_model, losses[:done], lrs[:done], training_time, diverged_at)
+    return TrainResult(
+        model.cpu(), ema.ema_model.cpu(), losses[:done], lrs[:done], training_time, diverged_at
+    )
