@@ -74,7 +74,7 @@ def build_report(
                     r.warning or "",
                 ]
             )
-    ranks, profile = ranks_and_profile(view)
+    ranks, profile = ranks_and_profile(view, rows)
     figures = {name: draw(view, store, out_dir) for name, draw in FIGURES.items()}
     sections = [
         html.status_section(view),

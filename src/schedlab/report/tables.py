@@ -77,23 +77,18 @@ def paired_rows(view: StudyView) -> list[PairedRow]:
     return rows
 
 
-def kl_means(view: StudyView) -> dict[str, dict[str, float]]:
-    return {
-        label: {
-            d: summarize(list(view.values(label, d, "kl_divergence").values())).mean
-            for d in view.datasets
-        }
-        for label in view.labels
-    }
-
-
-def ranks_and_profile(view: StudyView) -> tuple[dict[str, float], dict[str, list[float]]]:
+def ranks_and_profile(
+    view: StudyView, rows: list[SummaryRow]
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Mean KL rank per schedule, and the performance profile of KL above its bias floor.
 
     KL estimates can be negative (the estimator's bias), so ratios are taken on the excess over
-    each dataset's floor, clipped below at EXCESS_FLOOR_BITS.
+    each dataset's floor, clipped below at EXCESS_FLOOR_BITS. The means come from ``rows``.
     """
-    means = kl_means(view)
+    means: dict[str, dict[str, float]] = {label: {} for label in view.labels}
+    for row in rows:
+        if row.metric == "kl_divergence":
+            means[row.schedule][row.dataset] = row.mean
     excess = {
         label: {
             d: max(v - view.kl_floor(d), EXCESS_FLOOR_BITS) if math.isfinite(v) else math.nan
