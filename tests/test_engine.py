@@ -6,7 +6,6 @@ import torch
 
 from schedlab import data, schedules
 from schedlab.engine import Member, train_fleet
-from schedlab.model import Denoiser, FleetDenoiser
 from schedlab.settings import TrainSettings
 from schedlab.train import train_reference
 
@@ -65,19 +64,6 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on():
     alone = train_reference(points, schedules.resolve("cosine"), settings, 2)
     np.testing.assert_allclose(results[2].losses, alone.losses, rtol=1e-4, atol=1e-5)
     assert results[0].diverged_at is None and np.all(np.isfinite(results[0].losses))
-
-
-def test_fleet_denoiser_members_round_trip():
-    torch.manual_seed(0)
-    models = [Denoiser(8, 16, 2) for _ in range(3)]
-    fleet = FleetDenoiser(models)
-    x, t = torch.randn(3, 5, 2), torch.randint(0, 100, (3, 5))
-    out = fleet(x, t)
-    for k, model in enumerate(models):
-        torch.testing.assert_close(out[k], model(x[k], t[k]))
-        copy = fleet.member(k, Denoiser(8, 16, 2))
-        for a, b in zip(copy.parameters(), model.parameters(), strict=True):
-            assert torch.equal(a, b)
 
 
 def test_schedule_free_is_refused_by_the_fleet():

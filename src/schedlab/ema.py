@@ -20,20 +20,30 @@ def ema_decay(step: int, beta: float, warmup: int) -> float | None:
     return min(beta, 1.0 - (1.0 + step - warmup) ** (-2.0 / 3.0))
 
 
-class EMA:
-    def __init__(self, model: nn.Module, beta: float, every: int, warmup: int) -> None:
-        self.model = model
-        self.ema_model = copy.deepcopy(model).requires_grad_(False)
+class TensorEMA:
+    """The EMA of some tensors (a model's parameters, or a fleet's [K, P] weights)."""
+
+    def __init__(self, sources: list[torch.Tensor], beta: float, every: int, warmup: int) -> None:
+        self.sources = sources
+        self.averages = [s.detach().clone() for s in sources]
         self.beta, self.every, self.warmup = beta, every, warmup
-        self._pairs = list(zip(self.ema_model.parameters(), model.parameters(), strict=True))
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         if step % self.every:
             return
         decay = ema_decay(step, self.beta, self.warmup)
-        for ema_p, p in self._pairs:
+        for average, source in zip(self.averages, self.sources, strict=True):
             if decay is None:
-                ema_p.copy_(p)
+                average.copy_(source)
             else:
-                ema_p.lerp_(p, 1.0 - decay)
+                average.lerp_(source, 1.0 - decay)
+
+
+class EMA(TensorEMA):
+    """The EMA of a model, kept in a copy of it (``ema_model``)."""
+
+    def __init__(self, model: nn.Module, beta: float, every: int, warmup: int) -> None:
+        super().__init__(list(model.parameters()), beta, every, warmup)
+        self.ema_model = copy.deepcopy(model).requires_grad_(False)
+        self.averages = list(self.ema_model.parameters())

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from schedlab.ema import EMA
-from schedlab.model import Denoiser, FleetDenoiser
-from schedlab.optim import FleetAdamW, clip_grad_norm_per_run
+from schedlab.ema import TensorEMA
+from schedlab.fleet import FleetDenoiser
+from schedlab.model import Denoiser
+from schedlab.optim import FleetAdamW, clip_coefficients
 from schedlab.schedules import LRDriver, ScheduleSpec
 from schedlab.settings import TrainSettings
 from schedlab.train import (
@@ -67,35 +68,22 @@ def stand_in_driver(lr: float, schedule: ScheduleSpec, steps: int) -> LRDriver:
     return driver
 
 
-def fleet_losses(
-    fleet: FleetDenoiser,
-    x0: torch.Tensor,
-    t: torch.Tensor,
-    eps: torch.Tensor,
-    sqrt_abar: torch.Tensor,
-    sqrt_one_minus_abar: torch.Tensor,
-) -> torch.Tensor:
-    """Each member's noise-prediction MSE on its own batch: [K]."""
-    xt = sqrt_abar[t].unsqueeze(-1) * x0 + sqrt_one_minus_abar[t].unsqueeze(-1) * eps
-    return ((fleet(xt, t) - eps) ** 2).mean(dim=(1, 2))
-
-
-class ForwardBackward:
+class LossesAndGradients:
     """The fleet's forward and backward, through torch.compile when asked, with a fallback.
 
-    If compiling or running the compiled graph raises (some Inductor versions fail on these
+    If compiling or running the compiled step raises (some Inductor versions fail on such
     graphs), the step is redone eagerly and every later step runs eagerly; ``failure`` says why.
     """
 
-    def __init__(self, params: list[torch.Tensor], use_compile: bool) -> None:
-        self.params = params
-        self.compiled = torch.compile(fleet_losses) if use_compile else None
+    def __init__(self, fleet: FleetDenoiser, use_compile: bool) -> None:
+        self.eager = fleet.losses_and_gradients
+        self.compiled = torch.compile(self.eager) if use_compile else None
         self.failure: str | None = None
 
-    def __call__(self, *args: torch.Tensor | FleetDenoiser) -> torch.Tensor:
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
             try:
-                return self._run(self.compiled, args)
+                return self.compiled(*args)
             except Exception as err:  # any compiler failure: fall back, say so once
                 self.failure = f"{type(err).__name__}: {err}".splitlines()[0]
                 warnings.warn(
@@ -104,14 +92,7 @@ class ForwardBackward:
                     stacklevel=2,
                 )
                 self.compiled = None
-        return self._run(fleet_losses, args)
-
-    def _run(self, fn: Callable[..., torch.Tensor], args: tuple) -> torch.Tensor:
-        for p in self.params:
-            p.grad = None
-        losses = fn(*args)
-        losses.sum().backward()
-        return losses
+        return self.eager(*args)
 
 
 def train_fleet(
@@ -139,10 +120,9 @@ def train_fleet(
     if use_compile is None:
         use_compile = device.type == "cuda"
     template = build_model(settings, 0)
-    fleet = FleetDenoiser([build_model(settings, m.seed) for m in members]).to(device)
-    params = list(fleet.parameters())
-    optimizer = FleetAdamW(params, weight_decay=settings.weight_decay)
-    ema = EMA(fleet, settings.ema_beta, settings.ema_every, settings.ema_warmup)
+    fleet = FleetDenoiser([build_model(settings, m.seed) for m in members], device)
+    optimizer = FleetAdamW(fleet.weights, fleet.grad, weight_decay=settings.weight_decay)
+    ema = TensorEMA([fleet.weights], settings.ema_beta, settings.ema_every, settings.ema_warmup)
     noise = noise_schedule(settings).to(device)
     drivers = [stand_in_driver(m.lr, m.schedule, settings.steps) for m in members]
     data = torch.stack([torch.as_tensor(m.points, dtype=dtype) for m in members]).to(device)
@@ -152,7 +132,7 @@ def train_fleet(
     lrs = np.full((settings.steps, k_runs), np.nan)
     diverged_at: list[int | None] = [None] * k_runs
 
-    forward_backward = ForwardBackward(params, use_compile)
+    losses_and_gradients = LossesAndGradients(fleet, use_compile)
 
     def watched(k: int) -> Callable[[], float] | None:
         if heldout_loss is None or not drivers[k].watches_heldout:
@@ -169,23 +149,22 @@ def train_fleet(
         for lo, hi in bounds:
             if step >= settings.steps:
                 break
-            run_losses = forward_backward(
-                fleet,
+            run_losses = losses_and_gradients(
                 x_all[:, lo:hi],
                 t_all[:, lo:hi],
                 eps_all[:, lo:hi],
                 noise.sqrt_abar,
                 noise.sqrt_one_minus_abar,
             )
-            clip_grad_norm_per_run(params, settings.clip)
+            clip_coef = clip_coefficients(fleet.grad, settings.clip)
             lr = [d.lr for d in drivers]
-            values = run_losses.detach().cpu().tolist()
+            values = run_losses.cpu().tolist()
             for k, value in enumerate(values):
                 if diverged_at[k] is None and not math.isfinite(value):
                     diverged_at[k] = step  # frozen from here on: LR 0, no more updates
             active = [d is None for d in diverged_at]
             losses[step], lrs[step] = values, lr
-            optimizer.step([x if a else 0.0 for x, a in zip(lr, active, strict=True)])
+            optimizer.step([x if a else 0.0 for x, a in zip(lr, active, strict=True)], clip_coef)
             for k in range(k_runs):
                 if active[k]:
                     drivers[k].step(values[k], watched(k))
@@ -199,7 +178,7 @@ def train_fleet(
     for k in range(k_runs):
         done = settings.steps if diverged_at[k] is None else diverged_at[k] + 1
         model = fleet.member(k, copy.deepcopy(template)).cpu()
-        ema_model = ema.ema_model.member(k, copy.deepcopy(template)).cpu()
+        ema_model = fleet.member(k, copy.deepcopy(template), ema.averages[0]).cpu()
         results.append(
             TrainResult(
                 model,

@@ -14,13 +14,17 @@ X_SCALE = 25.0
 T_SCALE = 1.0
 
 
+def embedding_frequencies(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """f_i = exp(-ln(10000) i / (size/2 - 1)), i < size/2."""
+    half = size // 2
+    return torch.exp(
+        -math.log(10000.0) / (half - 1) * torch.arange(half, dtype=dtype, device=device)
+    )
+
+
 def sinusoidal_embedding(v: torch.Tensor, size: int, scale: float) -> torch.Tensor:
     """[sin(s v f_i) ..., cos(s v f_i) ...] with f_i = exp(-ln(10000) i / (size/2 - 1))."""
-    half = size // 2
-    freqs = torch.exp(
-        -math.log(10000.0) / (half - 1) * torch.arange(half, dtype=v.dtype, device=v.device)
-    )
-    angles = (scale * v).unsqueeze(-1) * freqs
+    angles = (scale * v).unsqueeze(-1) * embedding_frequencies(size, v.dtype, v.device)
     return torch.cat((torch.sin(angles), torch.cos(angles)), dim=-1)
 
 
@@ -67,49 +71,3 @@ class Denoiser(nn.Module):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-class FleetDenoiser(nn.Module):
-    """K denoisers of one shape with their weights stacked ([K, ...]): one batched forward.
-
-    ``weights`` holds the stacked tensors in the order of Denoiser.parameters() (input weight
-    and bias, each block's, output's); a member converts to and from a Denoiser exactly. Runs
-    never mix: every product is a matmul batched over K. Weight matrices are stored transposed,
-    [K, in, out]: that is the layout in which autograd's batched matmul produces their
-    gradients, so no gradient is ever copied into another layout (on CPU such a transposing
-    copy cost as much as a third of a fleet step).
-    """
-
-    def __init__(self, models: list[Denoiser]) -> None:
-        super().__init__()
-        if not models:
-            raise ValueError("a fleet needs at least one model")
-        self.emb_size = models[0].emb_size
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([_fleet_layout(p.detach()) for p in group]).contiguous())
-            for group in zip(*(m.parameters() for m in models), strict=True)
-        )
-
-    @staticmethod
-    def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(b.unsqueeze(1), x, w)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: [K, B, 2], t: [K, B] -> predicted noise [K, B, 2]."""
-        w = list(self.weights)
-        h = self._linear(embed_inputs(x, t, self.emb_size), w[0], w[1])
-        for i in range(2, len(w) - 2, 2):
-            h = h + self._linear(torch.relu(h), w[i], w[i + 1])
-        return self._linear(torch.relu(h), w[-2], w[-1])
-
-    def member(self, k: int, like: Denoiser) -> Denoiser:
-        """Member k's weights copied into ``like`` (a Denoiser of the same shape)."""
-        with torch.no_grad():
-            for target, stacked in zip(like.parameters(), self.weights, strict=True):
-                target.copy_(_fleet_layout(stacked[k]))
-        return like
-
-
-def _fleet_layout(p: torch.Tensor) -> torch.Tensor:
-    """nn.Linear's [out, in] weight <-> the fleet's [in, out]; biases stay as they are."""
-    return p.T if p.dim() == 2 else p
