@@ -8,6 +8,7 @@ Measures, in one process on one machine:
 - model-steps/s of the fleet engine for K = 1, 5, 20, 60 runs (K x fleet steps/s);
 - each engine's fraction of the peak, at 403 MFLOP per model-step (forward, backward of the
   weights and of the hidden activations, for 256 points through the 296,450-parameter MLP);
+- where the largest fleet's step goes: GEMMs (with their GFLOP/s), AdamW, the rest;
 - sampling throughput (points x denoising steps per second, chunks of 1,000 points).
 Ratios to the reference loop are the speed claims; they are measured here, in the same run.
 """
@@ -24,6 +25,8 @@ import torch
 from schedlab import data, schedules
 from schedlab.diffusion import sample
 from schedlab.engine import Member, train_fleet
+from schedlab.fleet import FleetDenoiser
+from schedlab.optim import FleetAdamW, clip_coefficients
 from schedlab.settings import TrainSettings
 from schedlab.train import build_model, noise_schedule, train_reference
 
@@ -67,6 +70,41 @@ def fleet_steps_per_s(k: int, steps: int, device: str) -> float:
     return steps / results[0].training_time  # training_time is the fleet wall time / K
 
 
+def fleet_step_breakdown(k: int, device: str, steps: int) -> dict[str, float]:
+    """Milliseconds per fleet step in GEMMs, in AdamW and in everything else (torch.profiler).
+
+    The GEMMs alone bound what any engine built on torch's batched matmul can reach here.
+    """
+    settings = TrainSettings()
+    fleet = FleetDenoiser([build_model(settings, seed) for seed in range(k)], device)
+    optimizer = FleetAdamW(fleet.weights, fleet.grad)
+    noise = noise_schedule(settings).to(device)
+    generator = torch.Generator().manual_seed(0)
+    x0, eps = (torch.randn(k, 256, 2, generator=generator).to(device) for _ in range(2))
+    t = torch.randint(0, settings.timesteps, (k, 256), generator=generator).to(device)
+
+    def step() -> None:
+        fleet.losses_and_gradients(x0, t, eps, noise.sqrt_abar, noise.sqrt_one_minus_abar)
+        optimizer.step([3e-4] * k, clip_coefficients(fleet.grad, settings.clip))
+
+    for _ in range(3):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    with torch.profiler.profile() as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    total = (time.perf_counter() - start) / steps * 1e3
+    parts = {"gemm": 0.0, "adamw": 0.0}
+    for event in prof.key_averages():
+        if event.key in ("aten::bmm", "aten::baddbmm_"):
+            parts["gemm"] += event.self_cpu_time_total / 1e3 / steps
+        elif event.key == "aten::_fused_adamw_":
+            parts["adamw"] += event.self_cpu_time_total / 1e3 / steps
+    return {"total_ms": total, **{f"{n}_ms": v for n, v in parts.items()}}
+
+
 def sampling_points_per_s(n: int, device: str) -> float:
     settings = TrainSettings()
     model = build_model(settings, 0).to(device)
@@ -88,8 +126,12 @@ def main() -> None:
     loop_steps = 150 if args.quick else 600
     fleet_steps = 30 if args.quick else 150
     peak = matmul_peak_gflops(args.device)
+    # The first GEMMs of a shape in a process pay one-time costs (about a second here).
+    loop_steps_per_s(20, args.device)
+    fleet_steps_per_s(2, 10, args.device)
     loop = loop_steps_per_s(loop_steps, args.device)
     fleet = {str(k): fleet_steps_per_s(k, fleet_steps, args.device) for k in sizes}
+    breakdown = fleet_step_breakdown(max(sizes), args.device, 5 if args.quick else 20)
     sampling = sampling_points_per_s(2000 if args.quick else 10_000, args.device)
     threads = torch.get_num_threads()
     print(f"device {args.device}, torch {torch.__version__}, {threads} threads")
@@ -99,6 +141,14 @@ def main() -> None:
     for name, rate in rows:
         gflops = rate * FLOP_PER_MODEL_STEP / 1e9
         print(f"{name:<12}{rate:>15.1f}{rate / loop:>9.2f}x{gflops:>10.1f}{gflops / peak:>9.0%}")
+    gemm_gflops = max(sizes) * FLOP_PER_MODEL_STEP / breakdown["gemm_ms"] / 1e6
+    other = breakdown["total_ms"] - breakdown["gemm_ms"] - breakdown["adamw_ms"]
+    print(
+        f"fleet step at K={max(sizes)} (profiled): {breakdown['total_ms']:.1f} ms = "
+        f"GEMMs {breakdown['gemm_ms']:.1f} ms ({gemm_gflops:.0f} GFLOP/s, "
+        f"{gemm_gflops / peak:.0%} of peak) + AdamW {breakdown['adamw_ms']:.1f} ms "
+        f"+ the rest {other:.1f} ms"
+    )
     print(
         f"sampling: {sampling / 1e6:.2f} M point-steps/s "
         f"({sampling / 100:.0f} samples/s through T = 100 steps)"
@@ -112,6 +162,7 @@ def main() -> None:
                     "peak_gflops": peak,
                     "loop_steps_per_s": loop,
                     "fleet_steps_per_s": fleet,
+                    "fleet_step_breakdown_ms": {"K": max(sizes), **breakdown},
                     "sampling_point_steps_per_s": sampling,
                 },
                 indent=2,

@@ -27,10 +27,11 @@ def members_and_reference(settings):
     return members, reference
 
 
-def test_float64_fleet_equals_the_reference_loop():
+@pytest.mark.parametrize("shards", [1, 3])
+def test_float64_fleet_equals_the_reference_loop(shards):
     settings = TrainSettings(steps=200, batch_size=128, dtype="float64")
     members, reference = members_and_reference(settings)
-    fleet = train_fleet(members, settings)
+    fleet = train_fleet(members, settings, shards=shards)
     for got, want in zip(fleet, reference, strict=True):
         assert got.diverged_at is None
         np.testing.assert_allclose(got.losses, want.losses, rtol=0, atol=1e-9)
@@ -64,6 +65,31 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on():
     alone = train_reference(points, schedules.resolve("cosine"), settings, 2)
     np.testing.assert_allclose(results[2].losses, alone.losses, rtol=1e-4, atol=1e-5)
     assert results[0].diverged_at is None and np.all(np.isfinite(results[0].losses))
+
+
+def test_a_failing_shard_stops_the_fleet_with_its_own_error():
+    settings = TrainSettings(steps=400, batch_size=32, emb_size=8, hidden_size=16)
+    points = data.load("moons", 300)
+    watching = schedules.resolve("plateau", {"watch": "heldout", "every": 20}, settings.steps)
+    members = [Member(points, schedules.resolve("constant"), s, 3e-4) for s in range(3)]
+    members.append(Member(points, watching, 3, 3e-4))
+
+    def heldout_loss(k, model):
+        raise ValueError(f"no held-out loss for member {k}")
+
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="no held-out loss for member 3"):
+        train_fleet(members, settings, heldout_loss=heldout_loss, shards=2)
+    assert torch.get_num_threads() == threads
+
+
+def test_training_leaves_the_thread_settings_as_it_found_them():
+    members, settings = tiny_fleet()
+    threads = torch.get_num_threads()
+    train_fleet(members, settings, shards=2)
+    assert torch.get_num_threads() == threads
+    # Denormals are flushed only while the fleet trains.
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0
 
 
 def test_schedule_free_is_refused_by_the_fleet():

@@ -103,6 +103,15 @@ def test_presets():
     assert quick.train.steps < paper.train.steps and len(quick.seed_list) < 3
 
 
+def test_a_directory_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "other").mkdir()
+    assert load_study("paper").name == "paper"
+    with pytest.raises(ValueError, match="unknown study 'other': not a file and not a preset"):
+        load_study("other")
+
+
 def test_run_status_export_and_resume_skip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, TINY, "tiny.toml")

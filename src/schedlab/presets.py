@@ -12,7 +12,7 @@ PRESETS = ("paper", "quick")
 def study_source(ref: str) -> tuple[str, str]:
     """(TOML text, where it came from) for a study file path or a preset name."""
     path = Path(ref)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.is_file():
         if not path.is_file():
             raise ValueError(f"study file {ref!r} does not exist; presets: {', '.join(PRESETS)}")
         return path.read_text(), str(path)
