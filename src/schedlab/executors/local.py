@@ -31,7 +31,7 @@ from schedlab.train import Progress
 
 Engine = Literal["loop", "fleet"]
 # Fleet sizes that ran fastest per model-step (benchmarks/engine.py): on 2 CPU cores K = 20
-# keeps a fleet's activations near cache; a GPU wants as many runs as there are.
+# (two shards of 10) edged out K = 60; a GPU wants as many runs as there are.
 DEFAULT_FLEET_SIZE = {"cpu": 20, "cuda": 256}
 
 
