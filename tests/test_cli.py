@@ -54,6 +54,19 @@ def test_train_json_has_every_key(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["eval_loss"] == payload["eval_loss"]
 
 
+def test_train_engines_agree_in_float64(tmp_path):
+    payloads, losses = [], []
+    for engine in ("fleet", "loop"):
+        out = tmp_path / engine
+        args = ["train", "--steps", "40", "--engine", engine, "--json", "--out", str(out)]
+        result = runner.invoke(app, [*args, *SMALL, "--set", "dtype=float64"])
+        assert result.exit_code == 0, result.output
+        payloads.append(json.loads(result.stdout))
+        losses.append(np.load(out / "curves.npz")["loss"])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=0, atol=1e-9)
+    assert payloads[0]["eval_loss"] == pytest.approx(payloads[1]["eval_loss"], abs=1e-9)
+
+
 def test_train_table_output():
     result = runner.invoke(
         app, ["train", "--steps", "20", "--schedule", "step", "--param", "step_size=5", *SMALL]
@@ -81,6 +94,7 @@ def test_train_table_output():
         ),
         (["--set", "lr=-0.1"], "error: train.lr: Input should be greater than 0 (got -0.1)"),
         (["--set", "color=red"], "error: unknown setting 'color'; valid settings: batch_size"),
+        (["--engine", "warp"], "error: unknown engine 'warp'; valid engines: fleet, loop"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):

@@ -122,7 +122,8 @@ def train_fleet(
     thread: Adam's first moments of weights whose gradient is exactly 0 (dead ReLU units) decay
     by 0.9 a step through the denormal range, where every operation on them is ~10x slower;
     unflushed, a fleet slowed by ~20% after its first thousand steps. Values below 1.2e-38
-    (float32) become 0, far inside round-off.
+    (float32) become 0, far inside round-off. A fleet of one shard keeps the caller's threads
+    and flushes in the calling thread.
     """
     if any(not supports(m.schedule) for m in members):
         raise ValueError("schedule_free runs train in the reference loop, not in a fleet")
@@ -153,9 +154,10 @@ def train_fleet(
     stop = threading.Event()
     start = time.perf_counter()
     if len(groups) == 1:
-        results = train(0, members, progress)
+        with _calling_thread(device, threads=torch.get_num_threads()):
+            results = train(0, members, progress)
     else:
-        with ThreadPoolExecutor(len(groups) - 1) as pool, _shard_thread():
+        with ThreadPoolExecutor(len(groups) - 1) as pool, _calling_thread(device, threads=1):
             others = [
                 pool.submit(_in_shard_thread, stop, train, lo, g, None) for lo, g in groups[1:]
             ]
@@ -191,16 +193,18 @@ def _in_shard_thread(
 
 
 @contextmanager
-def _shard_thread() -> Iterator[None]:
-    """The calling thread as a shard: single-threaded, flushing denormals; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
+def _calling_thread(device: torch.device, threads: int) -> Iterator[None]:
+    """The calling thread trains with ``threads`` threads, flushing denormals on a CPU (its
+    own: a single two-threaded shard flushes in one of its two); restored after."""
+    before = torch.get_num_threads()
+    flush = device.type == "cpu"
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush)
     try:
         yield
     finally:
         torch.set_flush_denormal(False)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _train_shard(

@@ -16,6 +16,7 @@ import torch
 
 from schedlab import data
 from schedlab.diffusion import NoiseSchedule
+from schedlab.engine import Member, supports, train_fleet
 from schedlab.metrics import HeldoutLoss, KLReference, reference_eval_loss, timed_sample
 from schedlab.schedules import ScheduleSpec
 from schedlab.settings import Settings
@@ -79,10 +80,21 @@ def run_one(
     seed: int,
     settings: Settings,
     progress: Progress | None = None,
+    engine: Literal["loop", "fleet"] = "loop",
 ) -> RunOutcome:
-    result = train_reference(
-        workload.points, schedule, settings.train, seed, workload.heldout, progress
-    )
+    """Train one run (a fleet of one, or the reference loop), then evaluate it.
+
+    Schedule-free runs always train in the loop.
+    """
+    if engine == "fleet" and supports(schedule):
+        member = Member(workload.points, schedule, seed, settings.train.lr)
+        (result,) = train_fleet(
+            [member], settings.train, "cpu", lambda k, model: workload.heldout(model), progress
+        )
+    else:
+        result = train_reference(
+            workload.points, schedule, settings.train, seed, workload.heldout, progress
+        )
     return evaluate(workload, result, seed, settings)
 
 

@@ -61,6 +61,9 @@ def train(
         list[str] | None,
         typer.Option("--set", help="setting key=value, e.g. n=4000, batch_size=128, samples=500"),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="fleet (a fleet of one, the faster) or loop (the reference)")
+    ] = "fleet",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="write curves.npz and samples.npz here")
@@ -68,9 +71,11 @@ def train(
 ) -> None:
     """Train and measure one run of the reference DDPM."""
     from schedlab import schedules
+    from schedlab.executors.local import check_engine_options
     from schedlab.pipeline import Workload, run_one
 
     data.check_name(dataset)
+    check_engine_options(engine, None, "cpu")
     settings = settings_from(set_ or [], steps)
     spec = schedules.resolve(schedule, schedule_params(param or []), settings.train.steps)
     with Progress(
@@ -86,7 +91,7 @@ def train(
         def progress(step: int, loss: float, lr: float) -> None:
             bar.update(task, completed=step, info=f"loss {loss:.4f}  lr {lr:.2e}")
 
-        outcome = run_one(Workload(dataset, settings), spec, seed, settings, progress)
+        outcome = run_one(Workload(dataset, settings), spec, seed, settings, progress, engine)
     result = {
         "dataset": dataset,
         "schedule": spec.name,
