@@ -22,6 +22,7 @@ demo: setup
 	@echo "open reports/quick/index.html"
 
 bench: setup
+	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/report.py
 
 test: setup

@@ -1,0 +1,28 @@
+"""The engine benchmark runs and writes the numbers its JSON promises."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_engine_benchmark_quick_writes_its_json(tmp_path):
+    out = tmp_path / "engine.json"
+    script = str(ROOT / "benchmarks" / "engine.py")
+    subprocess.run(
+        [sys.executable, script, "--quick", "--sizes", "1,3", "--json", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    numbers = json.loads(out.read_text())
+    assert set(numbers["fleet_steps_per_s"]) == {"1", "3"}
+    assert all(v > 0 for v in numbers["fleet_steps_per_s"].values())
+    assert numbers["loop_steps_per_s"] > 0 and numbers["peak_gflops"] > 0
+    breakdown = numbers["fleet_step_breakdown_ms"]
+    assert breakdown["K"] == 3
+    assert 0 < breakdown["gemm_ms"] + breakdown["adamw_ms"] < breakdown["total_ms"]
