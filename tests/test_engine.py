@@ -83,6 +83,17 @@ def test_a_failing_shard_stops_the_fleet_with_its_own_error():
     assert torch.get_num_threads() == threads
 
 
+def test_sharded_training_is_deterministic():
+    members, settings = tiny_fleet()
+    first, second = (train_fleet(members * 2, settings, shards=2) for _ in range(2))
+    # The same member in either shard trains the same way, and so does a second fleet.
+    np.testing.assert_array_equal(first[0].losses, first[2].losses)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.losses, b.losses)
+        for p, q in zip(a.ema_model.parameters(), b.ema_model.parameters(), strict=True):
+            assert torch.equal(p, q)
+
+
 def test_training_leaves_the_thread_settings_as_it_found_them():
     members, settings = tiny_fleet()
     threads = torch.get_num_threads()
