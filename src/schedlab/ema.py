@@ -23,9 +23,17 @@ def ema_decay(step: int, beta: float, warmup: int) -> float | None:
 class TensorEMA:
     """The EMA of some tensors (a model's parameters, or a fleet's [K, P] weights)."""
 
-    def __init__(self, sources: list[torch.Tensor], beta: float, every: int, warmup: int) -> None:
+    def __init__(
+        self,
+        sources: list[torch.Tensor],
+        beta: float,
+        every: int,
+        warmup: int,
+        averages: list[torch.Tensor] | None = None,
+    ) -> None:
+        """``averages`` start as copies of the sources, or are given (holding such copies)."""
         self.sources = sources
-        self.averages = [s.detach().clone() for s in sources]
+        self.averages = averages or [s.detach().clone() for s in sources]
         self.beta, self.every, self.warmup = beta, every, warmup
 
     @torch.no_grad()
@@ -44,6 +52,6 @@ class EMA(TensorEMA):
     """The EMA of a model, kept in a copy of it (``ema_model``)."""
 
     def __init__(self, model: nn.Module, beta: float, every: int, warmup: int) -> None:
-        super().__init__(list(model.parameters()), beta, every, warmup)
         self.ema_model = copy.deepcopy(model).requires_grad_(False)
-        self.averages = list(self.ema_model.parameters())
+        averages = list(self.ema_model.parameters())
+        super().__init__(list(model.parameters()), beta, every, warmup, averages)
