@@ -22,13 +22,15 @@ from pathlib import Path
 
 import torch
 
-from schedlab import data, schedules
-from schedlab.diffusion import sample
-from schedlab.engine import Member, train_fleet
-from schedlab.fleet import FleetDenoiser
-from schedlab.optim import FleetAdamW, clip_coefficients
-from schedlab.settings import TrainSettings
-from schedlab.train import build_model, noise_schedule, train_reference
+from schedlab import data
+from schedlab.config.settings import TrainSettings
+from schedlab.model.diffusion import sample
+from schedlab.schedules import registry as schedules
+from schedlab.training.common import Member, build_model, noise_schedule
+from schedlab.training.fleet.model import FleetDenoiser
+from schedlab.training.fleet.optimizer import FleetAdamW, clip_coefficients
+from schedlab.training.fleet.shards import train_fleet
+from schedlab.training.loop import train_reference
 
 FLOP_PER_MODEL_STEP = 403e6
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from schedlab.report.build import build_report
-from schedlab.store import Store
+from schedlab.store.store import Store
 from schedlab.testing import synthetic_store
 
 TARGET_S = 10.0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from schedlab import schedules
 from schedlab.cli import app
+from schedlab.schedules import registry as schedules
 
 runner = CliRunner()
 SMALL = ["--set", "n=2000", "--set", "samples=300", "--set", "heldout=500"]

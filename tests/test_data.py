@@ -8,6 +8,7 @@ import pytest
 from sklearn.datasets import make_moons
 
 from schedlab import data
+from schedlab.data import toy2d
 
 N = 5000
 SHARED_DINO = Path(__file__).resolve().parents[1] / "src/schedlab/resources/dino.csv"
@@ -57,7 +58,7 @@ def test_dataset_matches_spec(name):
 
 
 def test_dino_ships_142_points_and_licence():
-    assert data.dino_base_points().shape == (142, 2)
+    assert toy2d.dino_base_points().shape == (142, 2)
     from importlib import resources
 
     licence = resources.files("schedlab").joinpath("resources/dino.LICENSE").read_text()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from schedlab.diffusion import NoiseSchedule, noise_prediction_loss, sample
+from schedlab.model.diffusion import NoiseSchedule, noise_prediction_loss, sample
 
 T = 100
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from schedlab.ema import EMA, ema_decay
+from schedlab.training.ema import EMA, ema_decay
 
 
 def test_decay_follows_the_reference_formula():

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from schedlab import data, schedules
-from schedlab.engine import Member, train_fleet
-from schedlab.settings import TrainSettings
-from schedlab.train import train_reference
+from schedlab import data
+from schedlab.config.settings import TrainSettings
+from schedlab.schedules import registry as schedules
+from schedlab.training.common import Member
+from schedlab.training.fleet.shards import train_fleet
+from schedlab.training.loop import train_reference
 
 CASES = [
     ("moons", "cosine", {}, 0, 3e-4),

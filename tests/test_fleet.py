@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from schedlab.diffusion import NoiseSchedule, noise_prediction_loss
-from schedlab.fleet import FleetDenoiser
-from schedlab.model import Denoiser
+from schedlab.model.denoiser import Denoiser
+from schedlab.model.diffusion import NoiseSchedule, noise_prediction_loss
+from schedlab.training.fleet.model import FleetDenoiser
 
 
 def models(sizes, k, dtype=torch.float64):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from schedlab.diffusion import NoiseSchedule
-from schedlab.metrics import HeldoutLoss, KLReference, kl_divergence, reference_eval_loss
+from schedlab.measure.kl import KLReference, kl_divergence
+from schedlab.measure.losses import HeldoutLoss, reference_eval_loss
+from schedlab.model.diffusion import NoiseSchedule
 
 
 def gaussian_kl_bits(mu_p, var_p, mu_q, var_q, d=2):
@@ -74,7 +75,7 @@ def test_reference_eval_loss_is_mean_of_batch_means():
 
     got = reference_eval_loss(model, s, points, 256, seed=5)
     # Recompute with the same draws: batches of 256 (last one 232), equal weight each.
-    from schedlab.seeding import generator
+    from schedlab.training.seeding import generator
 
     g = generator(5, "eval")
     t = torch.randint(0, 100, (1000,), generator=g)

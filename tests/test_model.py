@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from schedlab.model import Denoiser, parameter_count, sinusoidal_embedding
+from schedlab.model.denoiser import Denoiser, parameter_count, sinusoidal_embedding
 
 
 def test_default_parameter_count_is_the_reference():

@@ -19,7 +19,7 @@ from schedlab.report.stats import (
     performance_profile,
     summarize,
 )
-from schedlab.store import Store
+from schedlab.store.store import Store
 from schedlab.testing import synthetic_store
 
 runner = CliRunner()
@@ -37,8 +37,9 @@ def store_values(path):
     """(label, dataset, metric) -> values of done runs, read with plain sqlite3."""
     con = sqlite3.connect(path)
     rows = con.execute(
-        "SELECT s.label, r.dataset, m.key, m.value FROM study_runs s JOIN runs r USING (run_id) "
-        "JOIN metrics m USING (run_id) WHERE r.status = 'done' AND s.study = 'synthetic'"
+        "SELECT p.label, r.dataset, m.metric, m.value FROM plan_runs p JOIN runs r USING (run_id) "
+        "JOIN measurements m USING (run_id) JOIN studies s USING (plan_id) "
+        "WHERE r.status = 'done' AND s.name = 'synthetic'"
     ).fetchall()
     con.close()
     out = {}
@@ -140,7 +141,7 @@ def test_partial_study_says_what_is_missing(tmp_path):
     con = sqlite3.connect(path)
     con.execute(
         "UPDATE runs SET status = 'pending' WHERE run_id IN "
-        "(SELECT run_id FROM study_runs WHERE label = 'exponential' LIMIT 3)"
+        "(SELECT run_id FROM plan_runs WHERE label = 'exponential' LIMIT 3)"
     )
     con.commit()
     con.close()

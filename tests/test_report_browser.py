@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from schedlab.report.build import build_report
-from schedlab.store import Store
+from schedlab.store.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = [

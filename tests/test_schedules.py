@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as S
 
-from schedlab import schedules
-from schedlab.params import Param
+from schedlab.config.params import Param
+from schedlab.schedules import registry as schedules
+from schedlab.schedules.curves import lr_curve
 
 BASE = 3e-4
 
@@ -114,16 +115,14 @@ CASES = [
 @pytest.mark.parametrize(("name", "params", "make"), CASES, ids=lambda c: str(c)[:40])
 def test_lr_curve_equals_torch(name, params, make):
     np.testing.assert_allclose(
-        schedules.lr_curve(name, 120, BASE, **params), torch_curve(make, 120), rtol=1e-12, atol=0
+        lr_curve(name, 120, BASE, **params), torch_curve(make, 120), rtol=1e-12, atol=0
     )
 
 
 def test_plateau_equals_torch_on_a_given_loss():
     rng = np.random.default_rng(0)
     losses = list(1.0 / np.sqrt(np.arange(1, 301)) + 0.05 * rng.random(300))
-    got = schedules.lr_curve(
-        "plateau", 300, BASE, metrics=losses, **schedules.PAPER_PARAMS["plateau"]
-    )
+    got = lr_curve("plateau", 300, BASE, metrics=losses, **schedules.PAPER_PARAMS["plateau"])
     expected = torch_curve(lambda o: S.ReduceLROnPlateau(o), 300, metrics=losses)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert got[-1] < BASE / 100  # the paper's plateau collapses on a noisy loss
@@ -131,7 +130,7 @@ def test_plateau_equals_torch_on_a_given_loss():
 
 def test_plateau_smoothed_window_every_and_warmup():
     losses = list(np.linspace(1, 0.5, 100)) + [0.5] * 200
-    got = schedules.lr_curve(
+    got = lr_curve(
         "plateau",
         300,
         BASE,
@@ -161,7 +160,7 @@ def test_plateau_smoothed_window_every_and_warmup():
 
 def test_plateau_watching_heldout_takes_one_value_per_look():
     looks = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9]
-    got = schedules.lr_curve(
+    got = lr_curve(
         "plateau", 60, BASE, metrics=looks, watch="heldout", every=10, patience=20, factor=0.5
     )
     assert np.all(got[:50] == BASE)  # patience of 2 looks: the 3rd bad look (step 50) drops
@@ -169,27 +168,25 @@ def test_plateau_watching_heldout_takes_one_value_per_look():
 
 
 def test_wsd_inverse_sqrt_and_constant_closed_forms():
-    curve = schedules.lr_curve("wsd", 100, BASE, decay_fraction=0.2, decay_shape="linear")
+    curve = lr_curve("wsd", 100, BASE, decay_fraction=0.2, decay_shape="linear")
     np.testing.assert_allclose(curve[:80], BASE)
     np.testing.assert_allclose(curve[80:], BASE * (1 - np.arange(20) / 20))
-    sq = schedules.lr_curve("wsd", 100, BASE, decay_fraction=0.5, decay_shape="1-sqrt")
+    sq = lr_curve("wsd", 100, BASE, decay_fraction=0.5, decay_shape="1-sqrt")
     np.testing.assert_allclose(sq[50:], BASE * (1 - np.sqrt(np.arange(50) / 50)))
-    inv = schedules.lr_curve("inverse_sqrt", 100, BASE, t_ref=10, ramp=5)
+    inv = lr_curve("inverse_sqrt", 100, BASE, t_ref=10, ramp=5)
     s = np.arange(100)
     np.testing.assert_allclose(inv, BASE * np.minimum(s / 5, 1) / np.sqrt(np.maximum(s / 10, 1)))
-    np.testing.assert_allclose(schedules.lr_curve("constant", 50, BASE), BASE)
-    np.testing.assert_allclose(schedules.lr_curve("schedule_free", 50, BASE), BASE)
+    np.testing.assert_allclose(lr_curve("constant", 50, BASE), BASE)
+    np.testing.assert_allclose(lr_curve("schedule_free", 50, BASE), BASE)
 
 
 def test_baseline_is_cosine():
-    np.testing.assert_array_equal(
-        schedules.lr_curve("baseline", 77), schedules.lr_curve("cosine", 77)
-    )
+    np.testing.assert_array_equal(lr_curve("baseline", 77), lr_curve("cosine", 77))
 
 
 def test_paper_choices_collapse_early():
     for name in ("step", "exponential"):
-        curve = schedules.lr_curve(name, 10_000, BASE, **schedules.PAPER_PARAMS[name])
+        curve = lr_curve(name, 10_000, BASE, **schedules.PAPER_PARAMS[name])
         assert curve[1000] < BASE * 1e-3, name
 
 
@@ -231,7 +228,7 @@ def any_schedule(draw):
 @given(any_schedule())
 def test_every_curve_is_finite_and_non_negative(case):
     name, steps, params = case
-    curve = schedules.lr_curve(name, steps, BASE, **params)
+    curve = lr_curve(name, steps, BASE, **params)
     assert curve.shape == (steps,)
     assert np.all(np.isfinite(curve)) and np.all(curve >= 0)
     assert curve.max() <= BASE * (1 + 1e-12)
@@ -244,9 +241,7 @@ def test_every_curve_is_finite_and_non_negative(case):
     st.floats(0.001, 1.0),
 )
 def test_warmup_ramps_rise_monotonically(name, warmup, start):
-    curve = schedules.lr_curve(
-        name, warmup + 50, BASE, warmup_steps=warmup, warmup_start_factor=start
-    )
+    curve = lr_curve(name, warmup + 50, BASE, warmup_steps=warmup, warmup_start_factor=start)
     ramp = curve[: warmup + 1]
     assert np.all(np.diff(ramp) >= -1e-18)
     assert ramp[0] == pytest.approx(BASE * start)
@@ -257,7 +252,7 @@ def test_warmup_ramps_rise_monotonically(name, warmup, start):
 @given(st.integers(2, 2000), st.floats(0, 1e-4), st.integers(0, 100))
 def test_cosine_reaches_eta_min_at_its_end(steps, eta_min, warmup):
     warmup = min(warmup, steps - 1)
-    curve = schedules.lr_curve("cosine", steps, BASE, eta_min=eta_min, warmup_steps=warmup)
+    curve = lr_curve("cosine", steps, BASE, eta_min=eta_min, warmup_steps=warmup)
     decay = steps - warmup
     # The last step's LR is one cosine step above eta_min: (1 + cos(pi (T-1)/T)) / 2 of the span.
     gap = (BASE - eta_min) * (1 - math.cos(math.pi / decay)) / 2 if decay > 1 else BASE - eta_min
@@ -269,7 +264,7 @@ def test_cosine_reaches_eta_min_at_its_end(steps, eta_min, warmup):
 @given(st.integers(10, 1000), st.floats(0.01, 0.99), st.integers(0, 50))
 def test_wsd_is_flat_in_its_stable_phase(steps, fraction, warmup):
     warmup = min(warmup, steps - 1)
-    curve = schedules.lr_curve("wsd", steps, BASE, decay_fraction=fraction, warmup_steps=warmup)
+    curve = lr_curve("wsd", steps, BASE, decay_fraction=fraction, warmup_steps=warmup)
     decay = max(1, round(fraction * (steps - warmup)))
     stable = curve[warmup : steps - decay]
     assert np.all(stable == BASE)
@@ -294,14 +289,14 @@ def test_wsd_is_flat_in_its_stable_phase(steps, fraction, warmup):
 )
 def test_bad_schedules_name_the_parameter_and_range(name, params, message):
     with pytest.raises(ValueError) as err:
-        schedules.lr_curve(name, 100, BASE, **params)
+        lr_curve(name, 100, BASE, **params)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_negative_base_lr():
     with pytest.raises(ValueError, match=r"lr must be a finite float > 0, got -0\.1"):
-        schedules.lr_curve("cosine", 10, -0.1)
+        lr_curve("cosine", 10, -0.1)
 
 
 def test_user_defined_schedule_by_import_path(tmp_path, monkeypatch):
@@ -318,12 +313,12 @@ def test_user_defined_schedule_by_import_path(tmp_path, monkeypatch):
     ''')
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    curve = schedules.lr_curve("my_sched:halving", 40, BASE, every=5, warmup_steps=10)
+    curve = lr_curve("my_sched:halving", 40, BASE, every=5, warmup_steps=10)
     expected = torch_curve(
         lambda o: warm(o, 10, 0.01, S.LambdaLR(o, lambda s: 0.5 ** (s // 5))), 40
     )
     np.testing.assert_allclose(curve, expected, rtol=1e-12)
     assert schedules.lookup("my_sched:halving").description == "Halve the LR every `every` steps."
     with pytest.raises(ValueError, match="returned int, not a torch LR scheduler"):
-        schedules.lr_curve("my_sched:broken", 10)
+        lr_curve("my_sched:broken", 10)
     sys.modules.pop("my_sched", None)

@@ -15,10 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from schedlab.cli import app
-from schedlab.executors import local
-from schedlab.executors.local import Events, run_study
-from schedlab.spec import load_study, parse_study
-from schedlab.store import SCHEMA_VERSION, Store
+from schedlab.config.study import load_study, parse_study
+from schedlab.execute import work
+from schedlab.execute.local import run_study
+from schedlab.measure.registry import sample_key
+from schedlab.plan import expand, unique
+from schedlab.report.data import study_records
+from schedlab.store.schema import SCHEMA_VERSION
+from schedlab.store.store import Store
 
 runner = CliRunner()
 
@@ -55,6 +59,10 @@ DETERMINISTIC = (
 )
 
 
+def runs_of(db, study):
+    return study_records(db, study)[1]
+
+
 def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -63,7 +71,7 @@ def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
 
 def test_grid_expansion_and_ids():
     study = parse_study(TINY, "tiny")
-    runs = study.runs()
+    runs = expand(study)
     assert len(runs) == 2 * 2 * 2
     assert {(r.dataset, r.label, r.seed) for r in runs} == {
         (d, s, seed) for d in ("moons", "line") for s in ("cosine", "step-fast") for seed in (0, 1)
@@ -81,23 +89,23 @@ def test_reordering_changes_no_id_and_a_setting_changes_every_id():
         + '[[schedules]]\nparams = { gamma = 0.5, step_size = 10 }\nlabel = "step-fast"\n'
         'name = "step"\n[[schedules]]\nname = "cosine"\n'
     )
-    ids = {r.run_id for r in parse_study(TINY, "a").runs()}
-    assert {r.run_id for r in parse_study(reordered, "b").runs()} == ids
+    ids = {r.run_id for r in expand(parse_study(TINY, "a"))}
+    assert {r.run_id for r in expand(parse_study(reordered, "b"))} == ids
     changed = parse_study(TINY.replace("n = 2000", "n = 2001"), "c")
-    assert not ids & {r.run_id for r in changed.runs()}
+    assert not ids & {r.run_id for r in expand(changed)}
     relabelled = parse_study(TINY.replace('label = "step-fast"', 'label = "other"'), "d")
-    assert {r.run_id for r in relabelled.runs()} == ids
+    assert {r.run_id for r in expand(relabelled)} == ids
 
 
 def test_presets():
     paper = load_study("paper")
-    runs = paper.runs()
+    runs = expand(paper)
     assert len(runs) == 60 and paper.train.steps == 10_000 and paper.seed_list == [0, 1, 2]
     assert {r.dataset for r in runs} == {"circle", "dino", "line", "moons"}
     # The paper's baseline row is cosine: with paired seeds they are the same 12 runs.
     baseline = {r.run_id for r in runs if r.label == "baseline"}
     assert baseline == {r.run_id for r in runs if r.label == "cosine"}
-    assert len(local.unique_runs(paper)) == 48
+    assert len(unique(runs)) == 48
     quick = load_study("quick")
     assert [e.display for e in quick.schedules] == [e.display for e in paper.schedules]
     assert quick.train.steps < paper.train.steps and len(quick.seed_list) < 3
@@ -120,12 +128,14 @@ def test_run_status_export_and_resume_skip(tmp_path, monkeypatch):
     assert "8 runs planned, 0 already finished; this run: 8 done" in result.stdout
     store = tmp_path / "schedlab-runs" / "tiny.sqlite"
     with Store(store) as db:
-        records = db.records("tiny")
+        records = runs_of(db, "tiny")
         assert len(records) == 8 and {r.status for r in records} == {"done"}
         assert {r.attempts for r in records} == {1}
         loss, lr = db.curves(records[0].run_id)
         assert loss.shape == (30,) and lr.shape == (30,) and lr[0] == pytest.approx(3e-4)
-        assert db.samples(records[0].run_id).shape == (200, 2)
+        key = sample_key(load_study("tiny.toml").eval)
+        samples, seconds = db.samples(records[0].run_id, key)
+        assert samples.shape == (200, 2) and seconds > 0
     again = runner.invoke(app, ["run", "tiny.toml"])
     assert "8 runs planned, 8 already finished; this run: nothing" in again.stdout
     status = runner.invoke(app, ["status", "tiny.toml"], terminal_width=150)
@@ -170,7 +180,7 @@ def test_paired_seeds_share_weights_data_and_noise(tmp_path):
     with Store(tmp_path / "s.sqlite") as db:
         run_study(study, db)
         first_loss = {}
-        for record in db.records("tiny"):
+        for record in runs_of(db, "tiny"):
             loss, _ = db.curves(record.run_id)
             first_loss.setdefault((record.dataset, record.seed), set()).add(float(loss[0]))
     # Step 0 uses the same weights, batch, timesteps and noise under both schedules.
@@ -183,7 +193,7 @@ def test_diverging_schedule_is_recorded_and_the_others_finish(tmp_path):
     with Store(tmp_path / "s.sqlite") as db:
         summary = run_study(parse_study(text, "hot"), db)
         assert summary.outcomes == {"done": 8, "diverged": 4}
-        hot = [r for r in db.records("tiny") if r.label == "hot"]
+        hot = [r for r in runs_of(db, "tiny") if r.label == "hot"]
         assert {r.status for r in hot} == {"diverged"}
         assert all(r.diverged_at is not None and "at step" in r.error for r in hot)
         assert all(np.isnan(r.metrics["kl_divergence"]) for r in hot)
@@ -191,36 +201,35 @@ def test_diverging_schedule_is_recorded_and_the_others_finish(tmp_path):
 
 @pytest.mark.parametrize("engine", ["loop", "fleet"])
 def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch, engine):
-    real = local.evaluate
+    real = work.evaluate
 
-    def flaky(workload, result, seed, settings):
+    def flaky(workload, trained, seed, settings, *args, **kwargs):
         if workload.dataset == "line" and seed == 1:
             raise RuntimeError("simulated out of memory")
-        return real(workload, result, seed, settings)
+        return real(workload, trained, seed, settings, *args, **kwargs)
 
-    monkeypatch.setattr(local, "evaluate", flaky)
-    monkeypatch.setattr("schedlab.pipeline.evaluate", flaky)
+    monkeypatch.setattr(work, "evaluate", flaky)
     with Store(tmp_path / "s.sqlite") as db:
         summary = run_study(parse_study(TINY, "tiny"), db, engine=engine)
         assert summary.outcomes == {"done": 6, "failed": 2}
-        failed = [r for r in db.records("tiny") if r.status == "failed"]
+        failed = [r for r in runs_of(db, "tiny") if r.status == "failed"]
         assert {r.error for r in failed} == {"RuntimeError: simulated out of memory"}
         assert {(r.dataset, r.seed) for r in failed} == {("line", 1)}
     monkeypatch.undo()
     with Store(tmp_path / "s.sqlite") as db:
         assert run_study(parse_study(TINY, "tiny"), db, engine=engine).outcomes == {"done": 2}
-        assert {r.status for r in db.records("tiny")} == {"done"}
+        assert {r.status for r in runs_of(db, "tiny")} == {"done"}
 
 
 def test_a_failing_fleet_fails_its_members_only(tmp_path, monkeypatch):
-    real = local.train_fleet
+    real = work.engines.train
 
     def broken(members, settings, *args, **kwargs):
         if any(m.seed == 1 and m.points[:, 1].max() > 3.5 for m in members):  # line, seed 1
             raise RuntimeError("simulated fleet crash")
         return real(members, settings, *args, **kwargs)
 
-    monkeypatch.setattr(local, "train_fleet", broken)
+    monkeypatch.setattr(work.engines, "train", broken)
     with Store(tmp_path / "s.sqlite") as db:
         summary = run_study(parse_study(TINY, "tiny"), db, fleet_size=2)
         assert summary.outcomes == {"done": 4, "failed": 4}
@@ -232,11 +241,15 @@ def test_fleet_and_loop_engines_give_the_same_runs(tmp_path):
     for engine in ("loop", "fleet"):
         with Store(tmp_path / f"{engine}.sqlite") as db:
             run_study(study, db, engine=engine, fleet_size=3)
-            metrics[engine] = {r.run_id: r.metrics for r in db.records("tiny")}
+            metrics[engine] = {
+                (r.dataset, r.label, r.seed): (r.engine, r.metrics) for r in runs_of(db, "tiny")
+            }
     assert metrics["loop"].keys() == metrics["fleet"].keys()
-    for run_id, loop in metrics["loop"].items():
+    for cell, (engine, loop) in metrics["loop"].items():
+        fleet_engine, fleet = metrics["fleet"][cell]
+        assert (engine, fleet_engine) == ("loop", "fleet")  # each run records its engine
         for key in DETERMINISTIC:
-            assert metrics["fleet"][run_id][key] == pytest.approx(loop[key], rel=1e-6), key
+            assert fleet[key] == pytest.approx(loop[key], rel=1e-6), key
 
 
 def test_ctrl_c_puts_the_run_in_flight_back(tmp_path):
@@ -246,8 +259,8 @@ def test_ctrl_c_puts_the_run_in_flight_back(tmp_path):
     study = parse_study(TINY.replace("steps = 30", "steps = 60"), "tiny")
     with Store(tmp_path / "s.sqlite") as db:
         with pytest.raises(KeyboardInterrupt):
-            run_study(study, db, Events(step=interrupt))
-        records = db.records("tiny")
+            run_study(study, db, progress=interrupt)
+        records = runs_of(db, "tiny")
         assert {r.status for r in records} == {"pending"}
         assert records[0].error == "interrupted"
         assert run_study(study, db).outcomes == {"done": 8}
@@ -288,22 +301,23 @@ def test_kill_9_mid_study_then_resume_equals_an_uninterrupted_run(tmp_path, opti
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with Store(store) as db:
-        before = {r.run_id: r.status for r in db.records("tiny")}
+        before = {r.run_id: r.status for r in runs_of(db, "tiny")}
     assert kill_after <= sum(s == "done" for s in before.values()) < 8
-    assert "running" in before.values()
+    # The killed driver's run shows as stale: its owner, on this host, is gone.
+    assert "stale" in before.values()
     result = runner.invoke(app, ["run", str(path), "--store", str(store), *options])
     assert result.exit_code == 0, result.output
     with Store(store) as db, Store(tmp_path / "clean.sqlite") as clean:
         engine = options[1]
         run_study(parse_study(text, "tiny"), clean, engine=engine, fleet_size=2)
-        resumed = {r.run_id: r for r in db.records("tiny")}
-        reference = {r.run_id: r for r in clean.records("tiny")}
+        resumed = {r.run_id: r for r in runs_of(db, "tiny")}
+        reference = {r.run_id: r for r in runs_of(clean, "tiny")}
         assert resumed.keys() == reference.keys()
         for run_id, record in resumed.items():
             assert record.status == "done"
             # Runs done before the kill were not redone; those in flight ran a second time.
             assert record.attempts == (
-                1 if before[run_id] == "done" else 2 if before[run_id] == "running" else 1
+                1 if before[run_id] == "done" else 2 if before[run_id] == "stale" else 1
             )
             for key in DETERMINISTIC:
                 assert record.metrics[key] == reference[run_id].metrics[key], key

@@ -1,9 +1,12 @@
 import numpy as np
 import torch
 
-from schedlab import data, schedules
-from schedlab.settings import TrainSettings
-from schedlab.train import build_model, train_reference
+from schedlab import data
+from schedlab.config.settings import TrainSettings
+from schedlab.schedules import registry as schedules
+from schedlab.schedules.curves import lr_curve
+from schedlab.training.common import build_model
+from schedlab.training.loop import train_reference
 
 SMALL = TrainSettings(steps=40, batch_size=64, emb_size=16, hidden_size=32, hidden_layers=2)
 
@@ -35,7 +38,7 @@ def test_seeds_differ_and_schedules_share_initial_weights():
 def test_records_the_lr_the_optimizer_used():
     spec = schedules.resolve("step", {"step_size": 10, "gamma": 0.5})
     result = train_reference(small_points(), spec, SMALL, seed=0)
-    expected = schedules.lr_curve("step", SMALL.steps, SMALL.lr, step_size=10, gamma=0.5)
+    expected = lr_curve("step", SMALL.steps, SMALL.lr, step_size=10, gamma=0.5)
     np.testing.assert_allclose(result.lrs, expected, rtol=1e-15)
     assert result.losses.shape == (40,)
     assert result.training_time > 0
@@ -50,7 +53,7 @@ def test_diverging_run_is_recorded_not_raised():
 
 
 def test_schedule_free_evaluates_its_averaged_weights():
-    from schedlab.optim import build_optimizer, evaluation_weights
+    from schedlab.training.optim import build_optimizer, evaluation_weights
 
     spec = schedules.resolve("schedule_free")
     model = build_model(SMALL, 0)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from schedlab.store import PlannedRun, Store
+from schedlab.config.settings import EvalSettings
+from schedlab.measure.registry import METRICS, sample_key
+from schedlab.store.records import Commit, PlannedRun
+from schedlab.store.status import RunStatus
+from schedlab.store.store import Store
 
 LABELS = ("baseline", "step", "exponential", "plateau", "cosine")
 DATASETS = ("circle", "dino", "line", "moons")
@@ -33,22 +37,23 @@ def synthetic_store(
                 # As in the paper preset, cosine is the baseline's very runs under a second label.
                 config = "baseline" if label == "cosine" else label
                 run_id = hashlib.sha256(f"{study}/{dataset}/{config}/{seed}".encode()).hexdigest()
+                settings = {"train": {"steps": steps}}
                 plan.append(
-                    PlannedRun(
-                        run_id[:20], label, dataset, label, {}, seed, {"train": {"steps": steps}}
-                    )
+                    PlannedRun(run_id[:20], label, dataset, label, {}, seed, settings, "fleet")
                 )
     spec = {"name": study, "datasets": list(DATASETS), "seeds": seeds, "synthetic": True}
+    measured = EvalSettings()  # the spec has no [eval]: the defaults
     with Store(path) as db:
-        db.register_study(study, spec, plan)
+        db.register_plan(study, spec, plan)
         steps_axis = np.arange(steps)
         for i, run in enumerate(plan):
             if run.label == "cosine":
                 continue  # trained once, under the baseline label
-            db.mark_running(run.run_id, "synthetic-host", {"schedlab": "synthetic"})
+            owner = "synthetic-host:0"
+            db.claim(run.run_id, owner, 60.0, "synthetic-host", {"schedlab": "synthetic"})
             key = (run.label, run.dataset, run.seed)
             if key == failed:
-                db.mark_failed(run.run_id, "RuntimeError: synthetic failure")
+                db.mark_failed(run.run_id, owner, "RuntimeError: synthetic failure")
                 continue
             quality = LABELS.index(run.label) + 1
             loss = 0.4 + 0.6 * np.exp(-steps_axis / (300 * quality)) + 0.05 * rng.random(steps)
@@ -62,19 +67,22 @@ def synthetic_store(
                 "kl_divergence": 0.1 * quality**2 + rng.normal(0, 0.02) + i * 1e-6,
                 "kl_floor": KL_FLOOR[run.dataset],
             }
+            assert set(metrics) == set(METRICS), "the synthetic store covers every metric"
             points = rng.normal(size=(samples, 2)) * (1 + quality / 4)
-            if key == diverged:
+            status = RunStatus.DIVERGED if key == diverged else RunStatus.DONE
+            drawn = (sample_key(measured), points, 3.0)
+            if status == RunStatus.DIVERGED:
                 metrics = dict.fromkeys(metrics, float("nan"))
-                db.finish(
-                    run.run_id,
-                    "diverged",
-                    metrics,
-                    loss[:50],
-                    lr[:50],
-                    None,
-                    49,
-                    "loss became nan at step 49",
-                )
-            else:
-                db.finish(run.run_id, "done", metrics, loss, lr, points)
+            commit = Commit(
+                status=status,
+                training_time=metrics["training_time"],
+                losses=loss[:50] if status == RunStatus.DIVERGED else loss,
+                lrs=lr[:50] if status == RunStatus.DIVERGED else lr,
+                weights=None,
+                measurements={k: (METRICS[k].key_for(measured), v) for k, v in metrics.items()},
+                samples=None if status == RunStatus.DIVERGED else drawn,
+                diverged_at=49 if status == RunStatus.DIVERGED else None,
+                notes=("loss became nan at step 49",) if status == RunStatus.DIVERGED else (),
+            )
+            db.finish(run.run_id, owner, commit)
     return path

@@ -37,7 +37,7 @@ def one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ValidationError as e:
-            from schedlab.settings import first_error
+            from schedlab.config.errors import first_error
 
             fail(first_error(e))
         except ValueError as e:

@@ -8,16 +8,14 @@ from typing import Annotated
 import typer
 
 from schedlab.cli.common import app, one_line_errors, out
+from schedlab.cli.options import StoreOption, StudyArg
 
 
 @app.command()
 @one_line_errors
 def report(
-    study: Annotated[str, typer.Argument(help="a study TOML file, or a preset: paper, quick")],
-    store: Annotated[
-        Path | None,
-        typer.Option("--store", help="SQLite store (default ./schedlab-runs/<study>.sqlite)"),
-    ] = None,
+    study: StudyArg,
+    store: StoreOption = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="directory (default ./reports/<study>)")
     ] = None,
@@ -29,14 +27,14 @@ def report(
     ] = None,
 ) -> None:
     """Write summary.csv, tables (Markdown, LaTeX), figures and index.html for a study."""
-    from schedlab.presets import study_name
+    from schedlab.config.presets import study_name
     from schedlab.report.build import build_report
-    from schedlab.store import Store, default_path
+    from schedlab.store.store import Store, default_path
 
     name = study_name(study)
     path = store if store is not None else default_path(name)
     target = out_dir if out_dir is not None else Path("reports") / name
-    with Store(path, create=False) as db:
+    with Store(path, create=False, read_only=True) as db:
         result = build_report(db, name, target, compare_paper, baseline)
     missing = len(result.view.missing())
     note = f" ({missing} planned runs not finished yet)" if missing else ""

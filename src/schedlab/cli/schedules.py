@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from schedlab.cli.common import app, one_line_errors, out
-from schedlab.params import parse_assignment, split_top_level
+from schedlab.config.params import parse_assignment, split_top_level
 
 schedules_app = typer.Typer(
     help="The LR schedules: list them, or draw their curves.", invoke_without_command=True
@@ -22,20 +22,20 @@ def schedules_list(ctx: typer.Context) -> None:
     """List every schedule with its parameters, defaults and valid ranges."""
     if ctx.invoked_subcommand is not None:
         return
-    from schedlab import schedules
+    from schedlab.schedules import registry
 
     table = Table(title="schedlab schedules (every one also takes warmup_steps)")
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("parameters (default; valid range)")
-    for name in sorted(schedules.SCHEDULES):
-        definition = schedules.SCHEDULES[name]
+    for name in sorted(registry.SCHEDULES):
+        definition = registry.SCHEDULES[name]
         params = "\n".join(
             f"{key}={p.default!r}; {p.describe_range()}: {p.help}"
             for key, p in definition.params.items()
         )
         table.add_row(name, definition.description, params or "-")
-    for alias, target in schedules.ALIASES.items():
+    for alias, target in registry.ALIASES.items():
         table.add_row(alias, f"the reference study's baseline: {target}", "as " + target)
     table.add_row(
         "module:function",
@@ -47,10 +47,10 @@ def schedules_list(ctx: typer.Context) -> None:
 
 def parse_schedule_arg(text: str) -> tuple[str, dict[str, Any]]:
     """'step:step_size=1000,gamma=0.1' -> ('step', {...}); 'pkg.mod:fn:a=1' works too."""
-    from schedlab import schedules
+    from schedlab.schedules.registry import names
 
     head, sep, rest = text.partition(":")
-    if sep and head in schedules.names():
+    if sep and head in names():
         name, param_text = head, rest
     elif "=" in text:
         colon = text.rfind(":", 0, text.find("="))
@@ -72,15 +72,15 @@ def schedules_plot(
     log: Annotated[bool, typer.Option("--log", help="log-scale LR axis")] = False,
 ) -> None:
     """Draw LR curves; plateau is drawn for a loss that never improves (its worst case)."""
-    from schedlab import schedules
+    from schedlab.schedules.curves import lr_curve
 
     if steps <= 0:
         raise ValueError(f"--steps must be a positive int, got {steps}")
     curves = {}
     for text in specs:
         name, params = parse_schedule_arg(text)
-        curves[text] = schedules.lr_curve(name, steps, lr, **params)
-    from schedlab.plots import plot_lr_curves
+        curves[text] = lr_curve(name, steps, lr, **params)
+    from schedlab.report.plots import plot_lr_curves
 
     plot_lr_curves(curves, out_path, log=log, title=f"LR over {steps} steps, base {lr:g}")
     out.print(f"wrote {out_path}")

@@ -1,4 +1,7 @@
-"""`schedlab run`, `status` and `export`: studies and their store."""
+"""`schedlab run`, `measure`, `status` and `export`: studies and their store.
+
+`status` and `export` read the store only: they open it read-only and never import torch.
+"""
 
 from __future__ import annotations
 
@@ -13,58 +16,71 @@ import typer
 from rich.table import Table
 
 from schedlab.cli.common import app, err, fail, one_line_errors, out
-from schedlab.store import RunRecord, Store, default_path
+from schedlab.cli.options import (
+    CompileOption,
+    DeviceOption,
+    EngineOption,
+    FleetSizeOption,
+    LeaseOption,
+    StoreOption,
+    StudyArg,
+)
+from schedlab.store.records import RunRecord
+from schedlab.store.status import COLOURS, RunStatus
+from schedlab.store.store import Store, default_path
 
 if TYPE_CHECKING:
-    from schedlab.spec import StudySpec
-
-STUDY_HELP = "a study TOML file, or a preset: paper, quick"
-StoreOption = Annotated[
-    Path | None,
-    typer.Option("--store", help="SQLite store (default ./schedlab-runs/<study>.sqlite)"),
-]
+    from schedlab.config.study import StudySpec
+    from schedlab.execute.driver import StudyOutcome
 
 
 def store_path(study: StudySpec, store: Path | None) -> Path:
     return store if store is not None else default_path(study.name)
 
 
+def load(study: str, engine: str) -> StudySpec:
+    from schedlab.config.engines import check_engine
+    from schedlab.config.study import load_study
+
+    check_engine(engine)
+    return load_study(study)
+
+
 def plan_records(
-    study: StudySpec, store: Store
+    study: StudySpec, store: Store, engine: str
 ) -> list[tuple[str, str, int, str, RunRecord | None]]:
     """(label, dataset, seed, status, record) for every planned run of the study as it is now."""
-    pairs = [(r.label, r.run_id) for r in study.runs()]
-    known = {(rec.label, rec.run_id): rec for rec in store.records_for(pairs)}
+    from schedlab.measure.registry import measurement_keys
+    from schedlab.plan import expand
+
+    runs = expand(study, engine)
+    pairs = [(r.label, r.run_id) for r in runs]
+    known = {
+        (rec.label, rec.run_id): rec
+        for rec in store.records_for(pairs, measurement_keys(study.eval))
+    }
     rows = []
-    for run in study.runs():
+    for run in runs:
         record = known.get((run.label, run.run_id))
-        rows.append(
-            (run.label, run.dataset, run.seed, record.status if record else "pending", record)
-        )
+        state = record.status if record else RunStatus.PENDING
+        rows.append((run.label, run.dataset, run.seed, state, record))
     return rows
 
 
-def status_table(study: StudySpec, store: Store) -> Table:
+def status_table(study: StudySpec, store: Store, engine: str) -> Table:
     """Rows schedules, columns datasets; each cell counts its runs by status."""
     counts: dict[tuple[str, str], Counter[str]] = {}
-    for label, dataset, _, status, _ in plan_records(study, store):
-        counts.setdefault((label, dataset), Counter())[status] += 1
+    for label, dataset, _, state, _ in plan_records(study, store, engine):
+        counts.setdefault((label, dataset), Counter())[state] += 1
     table = Table(title=f"study {study.name}: runs by status")
     table.add_column("schedule", style="bold")
     for dataset in study.datasets:
         table.add_column(dataset)
-    colours = {
-        "done": "green",
-        "diverged": "yellow",
-        "failed": "red",
-        "running": "cyan",
-        "pending": "dim",
-    }
     for entry in study.schedules:
         cells = []
         for dataset in study.datasets:
             c = counts.get((entry.display, dataset), Counter())
-            cells.append(" ".join(f"[{colours[s]}]{n} {s}[/]" for s, n in sorted(c.items())))
+            cells.append(" ".join(f"[{COLOURS[s]}]{n} {s}[/]" for s, n in sorted(c.items())))
         table.add_row(entry.display, *cells)
     return table
 
@@ -72,19 +88,18 @@ def status_table(study: StudySpec, store: Store) -> Table:
 @app.command()
 @one_line_errors
 def run(
-    study: Annotated[str, typer.Argument(help=STUDY_HELP)],
+    study: StudyArg,
     store: StoreOption = None,
-    engine: Annotated[str, typer.Option(help="fleet (vectorized, default) or loop")] = "fleet",
-    fleet_size: Annotated[
-        int | None, typer.Option(help="runs per fleet (default: 20 on cpu, 256 on cuda)")
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda (fleet engine)")] = "cpu",
-    use_compile: Annotated[
-        bool | None,
-        typer.Option("--compile/--no-compile", help="torch.compile the fleet (default: on cuda)"),
-    ] = None,
+    engine: EngineOption = "fleet",
+    fleet_size: FleetSizeOption = None,
+    device: DeviceOption = "cpu",
+    use_compile: CompileOption = None,
+    lease: LeaseOption = 120.0,
 ) -> None:
-    """Run a study: plan the grid, skip what is done, re-run failed or interrupted runs."""
+    """Run a study: plan the grid, train what is not finished, measure what is missing.
+
+    Several `schedlab run` processes may share one store: each run is claimed by one of them.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -94,11 +109,14 @@ def run(
         TimeRemainingColumn,
     )
 
-    from schedlab.executors.local import Events, check_engine_options, run_study
-    from schedlab.spec import load_study
+    from schedlab.config.engines import check_engine_options
+    from schedlab.execute.driver import Events
+    from schedlab.execute.local import run_study
 
     check_engine_options(engine, fleet_size, device)
-    spec = load_study(study)
+    if not lease > 0:
+        raise ValueError(f"--lease must be a positive number of seconds, got {lease}")
+    spec = load(study, engine)
     path = store_path(spec, store)
     with (
         Store(path) as db,
@@ -127,7 +145,15 @@ def run(
 
         try:
             summary = run_study(
-                spec, db, Events(started, step, finished), engine, fleet_size, device, use_compile
+                spec,
+                db,
+                Events(started, finished),
+                engine,
+                fleet_size,
+                device,
+                use_compile,
+                step,
+                lease,
             )
         except KeyboardInterrupt:
             bar.stop()
@@ -136,50 +162,75 @@ def run(
             )
             raise typer.Exit(130) from None
         bar.stop()
-        out.print(status_table(spec, db))
+        out.print(status_table(spec, db, engine))
+    report_outcome(summary, path)
+    if summary.outcomes[RunStatus.FAILED]:
+        raise typer.Exit(1)
+
+
+def report_outcome(summary: StudyOutcome, path: Path) -> None:
+    for note in summary.notes:
+        out.print(f"note: {note}", markup=False)
     outcomes = ", ".join(f"{n} {s}" for s, n in sorted(summary.outcomes.items())) or "nothing"
+    measured = f"; {summary.measured} measured from stored weights" if summary.measured else ""
     out.print(
         f"{summary.planned} runs planned, {summary.skipped} already finished; this run: "
-        f"{outcomes} in {summary.seconds:.1f} s. Store: {path}"
+        f"{outcomes}{measured} in {summary.seconds:.1f} s. Store: {path}"
     )
-    if summary.outcomes["failed"]:
-        raise typer.Exit(1)
 
 
 @app.command()
 @one_line_errors
-def status(
-    study: Annotated[str, typer.Argument(help=STUDY_HELP)],
-    store: StoreOption = None,
-) -> None:
-    """Done / pending / failed / diverged runs per schedule x dataset."""
-    from schedlab.spec import load_study
+def measure(study: StudyArg, store: StoreOption = None, engine: EngineOption = "fleet") -> None:
+    """Measure finished runs again from their stored weights (new metrics, new [eval]
+    settings); trains nothing."""
+    from schedlab.execute.local import measure_study
 
-    spec = load_study(study)
-    with Store(store_path(spec, store), create=False) as db:
-        out.print(status_table(spec, db))
-        for label, dataset, seed, state, record in plan_records(spec, db):
+    spec = load(study, engine)
+    path = store_path(spec, store)
+    with Store(path, create=False) as db:
+        summary = measure_study(spec, db, engine)
+        unfinished = sum(
+            state not in (RunStatus.DONE, RunStatus.DIVERGED)
+            for *_, state, _ in plan_records(spec, db, engine)
+        )
+    for note in summary.notes:
+        out.print(f"note: {note}", markup=False)
+    later = f"; {unfinished} planned runs not trained yet (`schedlab run`)" if unfinished else ""
+    out.print(f"{summary.measured} runs measured{later}. Store: {path}")
+
+
+@app.command()
+@one_line_errors
+def status(study: StudyArg, store: StoreOption = None, engine: EngineOption = "fleet") -> None:
+    """Done / pending / running / stale / failed / diverged runs per schedule x dataset."""
+    spec = load(study, engine)
+    with Store(store_path(spec, store), create=False, read_only=True) as db:
+        out.print(status_table(spec, db, engine))
+        for label, dataset, seed, state, record in plan_records(spec, db, engine):
             if record is not None and state in ("failed", "diverged") and record.error:
                 out.print(f"{state}: {dataset}/{label}/seed {seed}: {record.error}", markup=False)
 
 
-def export_rows(spec: StudySpec, db: Store) -> list[dict[str, Any]]:
+def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]:
     """One row per planned run: identity, status, every metric, the flattened settings."""
-    from schedlab.pipeline import METRIC_KEYS
+    from schedlab.measure.registry import keys
 
     rows = []
-    for label, dataset, seed, state, record in plan_records(spec, db):
+    for label, dataset, seed, state, record in plan_records(spec, db, engine):
         row: dict[str, Any] = {"dataset": dataset, "schedule": label, "seed": seed, "status": state}
         metrics = record.metrics if record else {}
-        for key in METRIC_KEYS:
+        for key in keys():
             value = metrics.get(key, math.nan)
             row[key] = None if value is None or not math.isfinite(value) else value
         row["diverged_at"] = record.diverged_at if record else None
         row["error"] = record.error if record else None
         row["run_id"] = record.run_id if record else None
+        row["engine"] = record.engine if record else None
+        row["attempts"] = record.attempts if record else 0
         row["schedule_name"] = record.schedule if record else None
         row["params"] = json.dumps(record.params, sort_keys=True) if record else None
-        settings = record.settings if record else {}
+        settings = {**(record.settings if record else {}), "eval": spec.eval.model_dump()}
         for section, values in sorted(settings.items()):
             for key, value in sorted(values.items()):
                 row[f"{section}.{key}"] = value
@@ -190,19 +241,18 @@ def export_rows(spec: StudySpec, db: Store) -> list[dict[str, Any]]:
 @app.command()
 @one_line_errors
 def export(
-    study: Annotated[str, typer.Argument(help=STUDY_HELP)],
+    study: StudyArg,
     out_file: Annotated[Path, typer.Option("--out", help="file to write")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     store: StoreOption = None,
+    engine: EngineOption = "fleet",
 ) -> None:
     """Write one row per run (metrics by their `train --json` keys, and the settings)."""
     if fmt not in ("csv", "parquet"):
         fail(f"unknown format {fmt!r}; valid formats: csv, parquet")
-    from schedlab.spec import load_study
-
-    spec = load_study(study)
-    with Store(store_path(spec, store), create=False) as db:
-        rows = export_rows(spec, db)
+    spec = load(study, engine)
+    with Store(store_path(spec, store), create=False, read_only=True) as db:
+        rows = export_rows(spec, db, engine)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":

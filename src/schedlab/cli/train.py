@@ -12,16 +12,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from schedlab import data
-from schedlab.cli.common import app, err, jsonable, one_line_errors, out
-from schedlab.params import parse_assignment
+from schedlab.cli.common import app, err, fail, jsonable, one_line_errors, out
+from schedlab.cli.options import DeviceOption, EngineOption
+from schedlab.config.params import parse_assignment
 
 if TYPE_CHECKING:
-    from schedlab.settings import Settings
+    from schedlab.config.settings import Settings
+    from schedlab.store.records import Commit
 
 
 def settings_from(assignments: list[str], steps: int) -> Settings:
     """Defaults, then ``--set key=value`` (key from any section, e.g. n, batch_size, samples)."""
-    from schedlab.settings import Settings
+    from schedlab.config.settings import Settings
 
     if steps <= 0:
         raise ValueError(f"--steps must be a positive int, got {steps}")
@@ -61,23 +63,25 @@ def train(
         list[str] | None,
         typer.Option("--set", help="setting key=value, e.g. n=4000, batch_size=128, samples=500"),
     ] = None,
-    engine: Annotated[
-        str, typer.Option(help="fleet (a fleet of one, the faster) or loop (the reference)")
-    ] = "fleet",
+    engine: EngineOption = "fleet",
+    device: DeviceOption = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="write curves.npz and samples.npz here")
     ] = None,
 ) -> None:
     """Train and measure one run of the reference DDPM."""
-    from schedlab import schedules
-    from schedlab.executors.local import check_engine_options
-    from schedlab.pipeline import Workload, run_one
+    from schedlab.config.engines import check_engine_options, engine_for
+    from schedlab.execute.work import Worker
+    from schedlab.measure.registry import METRICS
+    from schedlab.plan import RunSpec
+    from schedlab.schedules.registry import resolve
 
     data.check_name(dataset)
-    check_engine_options(engine, None, "cpu")
+    check_engine_options(engine, None, device)
     settings = settings_from(set_ or [], steps)
-    spec = schedules.resolve(schedule, schedule_params(param or []), settings.train.steps)
+    spec = resolve(schedule, schedule_params(param or []), settings.train.steps)
+    run = RunSpec(dataset, spec, schedule, seed, settings, engine_for(engine, spec))
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -91,38 +95,43 @@ def train(
         def progress(step: int, loss: float, lr: float) -> None:
             bar.update(task, completed=step, info=f"loss {loss:.4f}  lr {lr:.2e}")
 
-        outcome = run_one(Workload(dataset, settings), spec, seed, settings, progress, engine)
+        (outcome,) = Worker(device, progress=progress).train_fleet([run])
+    if outcome.commit is None:
+        fail(f"the run failed: {outcome.error}")
+    commit = outcome.commit
     result = {
         "dataset": dataset,
         "schedule": spec.name,
         "params": spec.params,
         "seed": seed,
-        "status": outcome.status,
-        "diverged_at": outcome.diverged_at,
-        **outcome.metrics,
-        "notes": outcome.notes,
+        "engine": run.engine,
+        "run_id": run.run_id,
+        "status": str(commit.status),
+        "diverged_at": commit.diverged_at,
+        **{key: commit.measurements.get(key, ("", math.nan))[1] for key in METRICS},
+        "notes": list(commit.notes),
         "settings": settings.model_dump(),
     }
     if out_dir is not None:
-        write_outputs(out_dir, outcome, result)
+        write_outputs(out_dir, commit, result)
     if as_json:
         print(json.dumps(jsonable(result)))
         return
     show_metrics(result)
 
 
-def write_outputs(out_dir: Path, outcome: Any, result: dict[str, Any]) -> None:
+def write_outputs(out_dir: Path, commit: Commit, result: dict[str, Any]) -> None:
     import numpy as np
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "curves.npz", loss=outcome.losses, lr=outcome.lrs)
-    if outcome.samples is not None:
-        np.savez_compressed(out_dir / "samples.npz", samples=outcome.samples)
+    np.savez_compressed(out_dir / "curves.npz", loss=commit.losses, lr=commit.lrs)
+    if commit.samples is not None:
+        np.savez_compressed(out_dir / "samples.npz", samples=commit.samples[1])
     (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=2))
 
 
 def show_metrics(result: dict[str, Any]) -> None:
-    from schedlab.pipeline import METRIC_KEYS
+    from schedlab.measure.registry import METRICS
 
     table = Table(
         title=f"{result['dataset']} / {result['schedule']} / seed {result['seed']}: "
@@ -130,9 +139,10 @@ def show_metrics(result: dict[str, Any]) -> None:
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in METRIC_KEYS:
-        value = result[key]
-        table.add_row(key, "-" if not math.isfinite(value) else f"{value:.4f}")
+    for key, metric in METRICS.items():
+        value = result.get(key, math.nan)
+        shown = "-" if not math.isfinite(value) else f"{value:.4f}"
+        table.add_row(f"{key} ({metric.unit})" if metric.unit else key, shown)
     out.print(table)
     for note in result["notes"]:
         out.print(f"note: {note}")

@@ -18,7 +18,7 @@ from schedlab.report.tables import (
     summary_rows,
     write_summary_csv,
 )
-from schedlab.store import Store
+from schedlab.store.store import Store
 
 
 @dataclass

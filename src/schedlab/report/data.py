@@ -6,16 +6,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from schedlab.store import FINISHED, RunRecord, Store
+from schedlab.config.settings import EvalSettings
+from schedlab.measure.registry import METRICS, measurement_keys, sample_key
+from schedlab.store.records import RunRecord
+from schedlab.store.status import FINISHED, RunStatus
+from schedlab.store.store import Store
 
-METRICS = {
-    "kl_divergence": ("KL divergence (bits)", 3),
-    "eval_loss": ("Eval loss (reference: training set)", 3),
-    "eval_loss_heldout": ("Held-out eval loss", 3),
-    "eval_loss_heldout_ema": ("Held-out eval loss, EMA weights", 3),
-    "training_time": ("Training time (s)", 2),
-    "inference_time": ("Inference time (s)", 2),
-}
+# The metrics with a table of their own: key -> (title with unit, decimals), registry order.
+TABLE_METRICS = {m.key: (m.label, m.digits) for m in METRICS.values() if m.table}
+PAIRED_METRICS = tuple(m.key for m in METRICS.values() if m.paired)
 
 
 @dataclass
@@ -26,16 +25,17 @@ class StudyView:
     labels: list[str]
     datasets: list[str]
     baseline: str
+    sample_key: str  # the key of the samples the study's eval settings draw
 
     def finished(self) -> list[RunRecord]:
-        return [r for r in self.records if r.status == "done"]
+        return [r for r in self.records if r.status == RunStatus.DONE]
 
     def values(self, label: str, dataset: str, metric: str) -> dict[int, float]:
         """seed -> metric for the finished runs of one cell."""
         return {
             r.seed: r.metrics.get(metric, math.nan)
             for r in self.records
-            if r.label == label and r.dataset == dataset and r.status == "done"
+            if r.label == label and r.dataset == dataset and r.status == RunStatus.DONE
         }
 
     def same_runs_as_baseline(self, label: str) -> bool:
@@ -58,18 +58,27 @@ class StudyView:
         return [r for r in self.records if r.status not in FINISHED]
 
     def problems(self) -> list[RunRecord]:
-        return [r for r in self.records if r.status in ("failed", "diverged")]
+        return [r for r in self.records if r.status in (RunStatus.FAILED, RunStatus.DIVERGED)]
+
+
+def study_records(store: Store, study: str) -> tuple[dict[str, Any], list[RunRecord]]:
+    """(spec, records) of the study's plan as last registered, measured under its eval settings."""
+    latest = store.latest_plan(study)
+    if latest is None:
+        raise ValueError(f"study {study!r} is not in {store.path}; run `schedlab run` on it first")
+    plan_id, spec = latest
+    settings = EvalSettings.model_validate(spec.get("eval", {}))
+    return spec, store.records_for(store.plan_pairs(plan_id), measurement_keys(settings))
 
 
 def load_study_view(store: Store, study: str, baseline: str | None = None) -> StudyView:
-    spec = store.study_spec(study)
-    if spec is None:
-        raise ValueError(f"study {study!r} is not in {store.path}; run `schedlab run` on it first")
-    records = store.records(study)
+    """The study's plan as last registered, measured under that plan's eval settings."""
+    spec, records = study_records(store, study)
+    settings = EvalSettings.model_validate(spec.get("eval", {}))
     labels = list(dict.fromkeys(r.label for r in records))
     datasets = list(dict.fromkeys(r.dataset for r in records))
     if baseline is None:
         baseline = "baseline" if "baseline" in labels else labels[0]
     elif baseline not in labels:
         raise ValueError(f"unknown baseline {baseline!r}; schedules: {', '.join(labels)}")
-    return StudyView(study, spec, records, labels, datasets, baseline)
+    return StudyView(study, spec, records, labels, datasets, baseline, sample_key(settings))

@@ -10,10 +10,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.signal.windows import hann
 
-from schedlab.plots import draw_lr_curves
 from schedlab.report.data import StudyView
+from schedlab.report.plots import draw_lr_curves
 from schedlab.report.stats import summarize
-from schedlab.store import Store
+from schedlab.store.status import FINISHED
+from schedlab.store.store import Store
 
 SMOOTH = 25  # the reference smooths loss curves with a 25-step Hann window
 LIMIT = 5.0  # sample plots show [-5, 5]^2, the range of every dataset
@@ -59,7 +60,8 @@ def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
         for j, dataset in enumerate(view.datasets):
             ax = axes[i][j]
             run_id = first_seed_run(view, label, dataset)
-            points = store.samples(run_id) if run_id else None
+            stored = store.samples(run_id, view.sample_key) if run_id else None
+            points = stored[0] if stored is not None else None
             if points is not None:
                 ax.scatter(
                     points[:, 0], points[:, 1], s=0.3, alpha=0.4, color="C0", rasterized=True
@@ -85,7 +87,7 @@ def curve_figure(view: StudyView, store: Store, out_dir: Path, which: str) -> Pa
         for record in view.records:
             curves = (
                 store.curves(record.run_id)
-                if record.dataset == dataset and record.status in ("done", "diverged")
+                if record.dataset == dataset and record.status in FINISHED
                 else None
             )
             if curves is not None:

@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from schedlab.report.data import METRICS, StudyView
+from schedlab.report.data import TABLE_METRICS, StudyView
 from schedlab.report.tables import (
     PROFILE_TAUS,
     PairedRow,
@@ -88,7 +88,7 @@ def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
 
 def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
     parts = []
-    for metric, (title, _) in METRICS.items():
+    for metric, (title, _) in TABLE_METRICS.items():
         if metric == "kl_divergence":
             continue
         parts.append(f"<h3>{esc(title)}</h3>")
@@ -120,7 +120,7 @@ def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
                     f"p={fmt(r.p_value, 2)} n={r.n}"
                 )
             lines.append([label, *cells])
-        title = METRICS[metric][0]
+        title = TABLE_METRICS[metric][0]
         tables.append(f"<h3>{esc(title)}</h3>" + table(["schedule", *view.datasets], lines))
     return (
         f"<h2>Paired comparisons against the baseline ({esc(view.baseline)})</h2>"

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from schedlab.report.data import METRICS, StudyView
+from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS, StudyView
 from schedlab.report.stats import (
     Paired,
     Summary,
@@ -18,7 +18,6 @@ from schedlab.report.stats import (
     summarize,
 )
 
-PAIRED_METRICS = ("kl_divergence", "eval_loss_heldout_ema", "eval_loss")
 PROFILE_TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 # KL within this many bits of the floor counts as at the floor for the performance profile.
 EXCESS_FLOOR_BITS = 0.01
@@ -38,7 +37,7 @@ class SummaryRow:
 
 def summary_rows(view: StudyView) -> list[SummaryRow]:
     rows = []
-    for metric in METRICS:
+    for metric in TABLE_METRICS:
         for label in view.labels:
             for dataset in view.datasets:
                 s = summarize(list(view.values(label, dataset, metric).values()))
@@ -109,7 +108,7 @@ def cell(s: Summary | SummaryRow, digits: int) -> str:
 
 def metric_grid(view: StudyView, rows: list[SummaryRow], metric: str) -> list[list[str]]:
     """[[schedule, cell per dataset ...], ...] for one metric."""
-    digits = METRICS[metric][1]
+    digits = TABLE_METRICS[metric][1]
     index = {(r.schedule, r.dataset): r for r in rows if r.metric == metric}
     return [
         [label, *(cell(index[(label, d)], digits) for d in view.datasets)] for label in view.labels
@@ -134,7 +133,7 @@ def markdown(view: StudyView, rows: list[SummaryRow]) -> str:
         f"# Study {view.name}\n",
         "Mean ± sample std over seeds (n per cell in summary.csv).\n",
     ]
-    for metric, (title, _) in METRICS.items():
+    for metric, (title, _) in TABLE_METRICS.items():
         parts.append(f"\n## {title}\n")
         parts.append("| schedule | " + " | ".join(view.datasets) + " |")
         parts.append("| --- |" + " --- |" * len(view.datasets))
@@ -167,7 +166,7 @@ def latex(view: StudyView, rows: list[SummaryRow]) -> str:
     """One booktabs table per metric."""
     parts = []
     cols = "l" + "c" * len(view.datasets)
-    for metric, (title, _) in METRICS.items():
+    for metric, (title, _) in TABLE_METRICS.items():
         parts.append("\\begin{table}[t]\n\\centering")
         parts.append(f"\\caption{{{latex_escape(title)}: mean $\\pm$ std over seeds}}")
         parts.append(f"\\begin{{tabular}}{{{cols}}}\n\\toprule")

@@ -1,22 +1,17 @@
-"""Study files: load a TOML study, validate it, expand its grid into content-addressed runs."""
+"""Study files: load a TOML study (a file or a preset) and validate it (no torch)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schedlab import data, schedules
-from schedlab.presets import study_source
-from schedlab.schedules import ScheduleSpec
-from schedlab.settings import DataSettings, EvalSettings, Settings, TrainSettings, first_error
-
-# Bump when a change alters the numbers a run produces: old results then get new ids.
-NUMERIC_VERSION = 1
+from schedlab import data
+from schedlab.config.errors import first_error
+from schedlab.config.presets import study_source
+from schedlab.config.settings import DataSettings, EvalSettings, Settings, TrainSettings
+from schedlab.schedules import registry
 
 
 class ScheduleEntry(BaseModel):
@@ -71,7 +66,7 @@ class StudySpec(BaseModel):
         if duplicate:
             raise ValueError(f"schedule label {duplicate!r} is used twice; give each a label")
         for entry in self.schedules:
-            schedules.resolve(entry.name, entry.params, self.train.steps)
+            registry.resolve(entry.name, entry.params, self.train.steps)
         return self
 
     @property
@@ -81,43 +76,6 @@ class StudySpec(BaseModel):
     def settings_for(self, entry: ScheduleEntry) -> Settings:
         train = self.train if entry.lr is None else self.train.model_copy(update={"lr": entry.lr})
         return Settings(data=self.data, train=train, eval=self.eval)
-
-    def runs(self) -> list[RunSpec]:
-        """The grid, datasets x schedules x seeds, in file order."""
-        out = []
-        for dataset in self.datasets:
-            for entry in self.schedules:
-                spec = schedules.resolve(entry.name, entry.params, self.train.steps)
-                for seed in self.seed_list:
-                    out.append(
-                        RunSpec(dataset, spec, entry.display, seed, self.settings_for(entry))
-                    )
-        return out
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    dataset: str
-    schedule: ScheduleSpec
-    label: str
-    seed: int
-    settings: Settings
-
-    def identity(self) -> dict[str, Any]:
-        """Everything that determines the run's result (the label does not)."""
-        return {
-            "dataset": self.dataset,
-            "schedule": self.schedule.name,
-            "params": self.schedule.params,
-            "seed": self.seed,
-            "settings": self.settings.model_dump(mode="json"),
-            "numeric_version": NUMERIC_VERSION,
-        }
-
-    @property
-    def run_id(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
 def parse_study(text: str, source: str) -> StudySpec:

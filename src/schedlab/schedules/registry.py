@@ -1,32 +1,22 @@
-"""Learning-rate schedules by name, built on torch.optim.lr_scheduler.
+"""Learning-rate schedules by name: the registry (names, parameters, ranges; no torch).
 
-A schedule is a registry entry: a name, a one-line description, typed parameters with defaults and
-valid ranges, and a builder that returns a torch scheduler for an optimizer and a step count.
-Every entry accepts ``warmup_steps``: a LinearLR ramp put in front with SequentialLR, after which
-the schedule runs over the remaining steps.
-
-``LRDriver`` steps a schedule once per optimizer step and feeds ReduceLROnPlateau the metric it
-watches, so engines never special-case a schedule. ``lr_curve`` gives the learning rate the
-optimizer uses at each step, for plots and tests.
+A schedule is a registry entry: a name, a one-line description and typed parameters with
+defaults and valid ranges. ``builders`` turns an entry into a torch scheduler, ``driver`` steps
+it (feeding ReduceLROnPlateau its watched loss), ``curves`` draws the LR it gives. Every entry
+but onecycle and cyclic accepts ``warmup_steps``: a LinearLR ramp put in front, after which the
+schedule runs over the remaining steps. This module stays free of torch so that validating a
+study, `status`, `export` and `report` never pay for importing it.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-import torch
-from torch.optim import Optimizer
-from torch.optim import lr_scheduler as sched
-
-from schedlab.params import Param, check_params
-
-Builder = Callable[[Optimizer, int, Mapping[str, Any]], sched.LRScheduler]
+from schedlab.config.params import Param, check_params
 
 
 @dataclass(frozen=True)
@@ -34,12 +24,16 @@ class ScheduleDef:
     name: str
     description: str
     params: dict[str, Param]
-    build: Builder
     # Schedules with a warm-up phase of their own do not take a LinearLR ramp in front.
     allows_warmup: bool = True
     optimizer: Literal["adamw", "schedule_free"] = "adamw"
-    # User-defined schedules take whatever parameters their function does.
-    open_params: bool = False
+    # A user-defined schedule: function(optimizer, steps, **params) -> torch scheduler, taking
+    # whatever parameters the function does.
+    user_function: Callable[..., Any] | None = None
+
+    @property
+    def open_params(self) -> bool:
+        return self.user_function is not None
 
 
 WARMUP_PARAMS = {
@@ -48,112 +42,6 @@ WARMUP_PARAMS = {
         "float", 0.01, "LR factor at the first warm-up step", low=0.0, low_open=True, high=1.0
     ),
 }
-
-
-def _constant(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.LambdaLR(opt, lambda _: 1.0)
-
-
-def _step(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.StepLR(opt, step_size=p["step_size"], gamma=p["gamma"])
-
-
-def _multistep(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.MultiStepLR(opt, milestones=list(p["milestones"]), gamma=p["gamma"])
-
-
-def _exponential(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.ExponentialLR(opt, gamma=p["gamma"])
-
-
-def _cosine(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.CosineAnnealingLR(opt, T_max=steps, eta_min=p["eta_min"])
-
-
-def _cosine_restarts(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.CosineAnnealingWarmRestarts(
-        opt, T_0=p["t_0"], T_mult=p["t_mult"], eta_min=p["eta_min"]
-    )
-
-
-def _linear(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.LinearLR(opt, start_factor=1.0, end_factor=p["end_factor"], total_iters=steps)
-
-
-def _polynomial(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.PolynomialLR(opt, total_iters=steps, power=p["power"])
-
-
-def _onecycle(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.OneCycleLR(
-        opt,
-        max_lr=opt.param_groups[0]["lr"],
-        total_steps=steps,
-        pct_start=p["pct_start"],
-        anneal_strategy=p["anneal_strategy"],
-        div_factor=p["div_factor"],
-        final_div_factor=p["final_div_factor"],
-        three_phase=p["three_phase"],
-        cycle_momentum=False,
-    )
-
-
-def _cyclic(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    top = opt.param_groups[0]["lr"]
-    return sched.CyclicLR(
-        opt,
-        base_lr=top * p["min_factor"],
-        max_lr=top,
-        step_size_up=p["step_size_up"],
-        step_size_down=p["step_size_down"] or None,
-        mode=p["mode"],
-        gamma=p["gamma"],
-        cycle_momentum=False,
-    )
-
-
-def wsd_factor(step: int, steps: int, decay_fraction: float, shape: str, floor: float) -> float:
-    """Warm-up/stable/decay after the warm-up: flat at 1, then decays to ``floor`` at the end."""
-    decay_steps = max(1, round(decay_fraction * steps))
-    stable_steps = steps - decay_steps
-    if step < stable_steps:
-        return 1.0
-    progress = min(1.0, (step - stable_steps) / decay_steps)
-    if shape == "linear":
-        drop = progress
-    elif shape == "cosine":
-        drop = 0.5 * (1 - math.cos(math.pi * progress))
-    else:  # "1-sqrt" (Hägele et al. 2024)
-        drop = math.sqrt(progress)
-    return floor + (1 - floor) * (1 - drop)
-
-
-def _wsd(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    args = (steps, p["decay_fraction"], p["decay_shape"], p["end_factor"])
-    return sched.LambdaLR(opt, lambda s: wsd_factor(s, *args))
-
-
-def inverse_sqrt_factor(step: int, ramp: int, t_ref: int) -> float:
-    """EDM2's schedule: a linear ramp over ``ramp`` steps times 1 / sqrt(max(step / t_ref, 1))."""
-    ramp_factor = min(step / ramp, 1.0) if ramp > 0 else 1.0
-    return ramp_factor / math.sqrt(max(step / t_ref, 1.0))
-
-
-def _inverse_sqrt(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    return sched.LambdaLR(opt, lambda s: inverse_sqrt_factor(s, p["ramp"], p["t_ref"]))
-
-
-def _plateau(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.ReduceLROnPlateau:
-    every = p["every"]
-    return sched.ReduceLROnPlateau(
-        opt,
-        mode="min",
-        factor=p["factor"],
-        patience=math.ceil(p["patience"] / every),
-        threshold=p["threshold"],
-        cooldown=math.ceil(p["cooldown"] / every),
-        min_lr=p["min_lr"],
-    )
 
 
 GAMMA = {"low": 0.0, "low_open": True, "high": 1.0}
@@ -167,9 +55,7 @@ def register(definition: ScheduleDef) -> ScheduleDef:
     return definition
 
 
-register(
-    ScheduleDef("constant", "the base LR at every step (the missing true baseline)", {}, _constant)
-)
+register(ScheduleDef("constant", "the base LR at every step (the missing true baseline)", {}))
 register(
     ScheduleDef(
         "step",
@@ -178,7 +64,6 @@ register(
             "step_size": Param("int", 2500, "steps between drops", low=1),
             "gamma": Param("float", 0.5, "factor per drop", **GAMMA),
         },
-        _step,
     )
 )
 register(
@@ -189,7 +74,6 @@ register(
             "milestones": Param("ints", (5000, 7500), "steps at which the LR drops", low=1),
             "gamma": Param("float", 0.1, "factor per drop", **GAMMA),
         },
-        _multistep,
     )
 )
 register(
@@ -197,7 +81,6 @@ register(
         "exponential",
         "ExponentialLR: multiply the LR by gamma every step",
         {"gamma": Param("float", 0.9997, "factor per step", **GAMMA)},
-        _exponential,
     )
 )
 register(
@@ -205,7 +88,6 @@ register(
         "cosine",
         "CosineAnnealingLR with T_max = the steps after warm-up",
         {"eta_min": ETA_MIN},
-        _cosine,
     )
 )
 register(
@@ -217,7 +99,6 @@ register(
             "t_mult": Param("int", 1, "cycle length multiplier", low=1),
             "eta_min": ETA_MIN,
         },
-        _cosine_restarts,
     )
 )
 register(
@@ -229,7 +110,6 @@ register(
                 "float", 0.0, "final LR as a fraction of the base LR", low=0.0, high=1.0
             )
         },
-        _linear,
     )
 )
 register(
@@ -237,7 +117,6 @@ register(
         "polynomial",
         "PolynomialLR: (1 - step / steps) ** power times the base LR",
         {"power": Param("float", 1.0, "exponent of the decay", low=0.0, low_open=True)},
-        _polynomial,
     )
 )
 register(
@@ -265,7 +144,6 @@ register(
                 "bool", False, "add a third phase that anneals the initial LR away"
             ),
         },
-        _onecycle,
         allows_warmup=False,
     )
 )
@@ -294,7 +172,6 @@ register(
             ),
             "gamma": Param("float", 1.0, "per-step amplitude factor in exp_range mode", **GAMMA),
         },
-        _cyclic,
         allows_warmup=False,
     )
 )
@@ -318,7 +195,6 @@ register(
                 "float", 0.0, "final LR as a fraction of the base LR", low=0.0, high=1.0
             ),
         },
-        _wsd,
     )
 )
 register(
@@ -329,7 +205,6 @@ register(
             "t_ref": Param("int", 1000, "step after which the LR decays as 1/sqrt(step)", low=1),
             "ramp": Param("int", 0, "steps of EDM2's multiplicative ramp", low=0),
         },
-        _inverse_sqrt,
     )
 )
 register(
@@ -353,7 +228,6 @@ register(
             "threshold": Param("float", 1e-4, "relative improvement that counts", low=0.0),
             "min_lr": Param("float", 0.0, "LR floor (absolute)", low=0.0),
         },
-        _plateau,
     )
 )
 
@@ -365,7 +239,6 @@ register(
             "r": Param("float", 0.0, "polynomial weighting power of the average", low=0.0),
             "weight_lr_power": Param("float", 2.0, "LR power in the average's weights", low=0.0),
         },
-        _constant,
         optimizer="schedule_free",
     )
 )
@@ -411,17 +284,8 @@ def user_defined(path: str) -> ScheduleDef:
     if not callable(function):
         raise ValueError(f"schedule {path!r} is not callable")
 
-    def build(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-        user = {k: v for k, v in p.items() if k not in WARMUP_PARAMS}
-        scheduler = function(opt, steps, **user)
-        if not isinstance(scheduler, sched.LRScheduler):
-            raise ValueError(
-                f"schedule {path!r} returned {type(scheduler).__name__}, not a torch LR scheduler"
-            )
-        return scheduler
-
     doc = (function.__doc__ or "user-defined schedule").strip().splitlines()[0]
-    return ScheduleDef(path, doc, {}, build, open_params=True)
+    return ScheduleDef(path, doc, {}, user_function=function)
 
 
 @dataclass(frozen=True)
@@ -466,119 +330,6 @@ def resolve(
                 f"{steps} steps), got {warmup}"
             )
     return ScheduleSpec(definition.name, resolved)
-
-
-def _warmup_ramp(optimizer: Optimizer, spec: ScheduleSpec) -> sched.LinearLR:
-    return sched.LinearLR(
-        optimizer,
-        start_factor=spec.params["warmup_start_factor"],
-        end_factor=1.0,
-        total_iters=spec.warmup_steps,
-    )
-
-
-def build_scheduler(optimizer: Optimizer, spec: ScheduleSpec, steps: int) -> sched.LRScheduler:
-    """The torch scheduler for ``spec`` over ``steps`` optimizer steps, warm-up included.
-
-    For ``plateau`` this is the ReduceLROnPlateau alone; ``LRDriver`` adds its warm-up and feeds it.
-    """
-    warmup = spec.warmup_steps
-    main = spec.definition.build(optimizer, steps - warmup, spec.params)
-    if warmup == 0 or isinstance(main, sched.ReduceLROnPlateau):
-        return main
-    return sched.SequentialLR(optimizer, [_warmup_ramp(optimizer, spec), main], milestones=[warmup])
-
-
-Metric = Callable[[], float]
-
-
-class LRDriver:
-    """Steps a schedule after every optimizer step; feeds ReduceLROnPlateau its watched loss.
-
-    SequentialLR cannot pass a metric on to ReduceLROnPlateau, so the plateau's warm-up is
-    driven here: the ramp for the first ``warmup_steps`` steps, the plateau after it.
-    """
-
-    def __init__(self, optimizer: Optimizer, spec: ScheduleSpec, steps: int) -> None:
-        self.optimizer = optimizer
-        self.warmup = spec.warmup_steps
-        self.step_count = 0
-        self.scheduler = build_scheduler(optimizer, spec, steps)
-        self.ramp: sched.LRScheduler | None = None
-        if isinstance(self.scheduler, sched.ReduceLROnPlateau):
-            self.every = int(spec.params["every"])
-            self.watch = str(spec.params["watch"])
-            self.window: deque[float] = deque(maxlen=int(spec.params["window"]))
-            if self.warmup:
-                self.ramp = _warmup_ramp(optimizer, spec)
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    @property
-    def is_plateau(self) -> bool:
-        return isinstance(self.scheduler, sched.ReduceLROnPlateau)
-
-    @property
-    def watches_heldout(self) -> bool:
-        return self.is_plateau and self.watch == "heldout"
-
-    def step(self, train_loss: float, heldout_loss: Metric | None = None) -> None:
-        """Advance one optimizer step; ``heldout_loss`` is called only when the plateau looks."""
-        self.step_count += 1
-        if not isinstance(self.scheduler, sched.ReduceLROnPlateau):
-            self.scheduler.step()
-            return
-        if self.step_count <= self.warmup:
-            assert self.ramp is not None
-            self.ramp.step()
-            return
-        if self.watch == "train":
-            self.window.append(train_loss)
-        if (self.step_count - self.warmup) % self.every:
-            return
-        if self.watch == "train":
-            metric = sum(self.window) / len(self.window)
-        elif heldout_loss is None:
-            raise ValueError("plateau watching the held-out loss needs a held-out metric")
-        else:
-            metric = heldout_loss()
-        self.scheduler.step(metric)
-
-
-def lr_curve(
-    name: str,
-    steps: int,
-    base_lr: float = 3e-4,
-    metrics: Sequence[float] | None = None,
-    **params: Any,
-) -> np.ndarray:
-    """The LR the optimizer uses at each step 0..steps-1, as a float64 numpy array.
-
-    For ``plateau``, ``metrics`` is the watched signal: one training loss per step (watch=train)
-    or one held-out loss per look (watch=heldout). Without it the loss never improves.
-    """
-    if steps <= 0:
-        raise ValueError(f"steps must be a positive int, got {steps}")
-    check_base_lr(base_lr)
-    spec = resolve(name, params, steps)
-    param = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.SGD([param], lr=base_lr)
-    driver = LRDriver(optimizer, spec, steps)
-    values: Iterator[float] = iter(metrics) if metrics is not None else _constant_metric()
-    heldout = (lambda: next(values)) if driver.watches_heldout else None
-    out = np.empty(steps, dtype=np.float64)
-    for i in range(steps):
-        out[i] = driver.lr
-        optimizer.step()
-        driver.step(0.0 if heldout else next(values), heldout)
-    return out
-
-
-def _constant_metric() -> Iterator[float]:
-    while True:
-        yield 1.0
 
 
 def check_base_lr(lr: float) -> float:

@@ -99,14 +99,15 @@ def sample(
     dtype: torch.dtype = torch.float32,
     chunk: int = 1000,
     device: str | torch.device = "cpu",
+    dim: int = 2,
 ) -> torch.Tensor:
-    """Ancestral DDPM sampling of n points, processed ``chunk`` points at a time.
+    """Ancestral DDPM sampling of n points of ``dim`` coordinates, ``chunk`` points at a time.
 
     Chunking keeps the activations in cache (about 1,000 points is much faster on CPU than one
     10,000-point batch) and does not change the result: all noise is drawn up front.
     """
-    x_all = torch.randn(n, 2, generator=generator, dtype=dtype).to(device)
-    z_all = torch.randn(schedule.timesteps - 1, n, 2, generator=generator, dtype=dtype).to(device)
+    x_all = torch.randn(n, dim, generator=generator, dtype=dtype).to(device)
+    z_all = torch.randn(schedule.timesteps - 1, n, dim, generator=generator, dtype=dtype).to(device)
     out = []
     for start in range(0, n, chunk):
         x = x_all[start : start + chunk]

@@ -1,22 +1,12 @@
-"""The four 2D datasets of the reference study, generated exactly as SPEC.md defines them.
-
-Each generator takes the number of points and the generator seed; the reference study uses
-seed 42 for training data. A held-out split for evaluation is the same generator under
-``HELDOUT_SEED``, so it is a fresh draw from the same distribution, never a slice of the
-training points.
-"""
+"""The four 2D datasets of the reference study, generated exactly as SPEC.md defines them."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from functools import cache
 from importlib import resources
 
 import numpy as np
-
-TRAIN_SEED = 42
-HELDOUT_SEED = 20_250_042
 
 
 @cache
@@ -67,34 +57,3 @@ def dino(n: int, seed: int) -> np.ndarray:
     x = base[ix, 0] + 0.15 * rng.normal(size=n)
     y = base[ix, 1] + 0.15 * rng.normal(size=n)
     return np.stack(((x / 54 - 1) * 4, (y / 48 - 1) * 4), axis=1)
-
-
-GENERATORS: dict[str, Callable[[int, int], np.ndarray]] = {
-    "circle": circle,
-    "dino": dino,
-    "line": line,
-    "moons": moons,
-}
-
-
-def names() -> list[str]:
-    return sorted(GENERATORS)
-
-
-def check_name(name: str) -> str:
-    if name not in GENERATORS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(names())}")
-    return name
-
-
-def load(name: str, n: int = 100_000, seed: int = TRAIN_SEED) -> np.ndarray:
-    """``n`` points of dataset ``name`` as float32 of shape [n, 2]."""
-    check_name(name)
-    if n <= 0:
-        raise ValueError(f"n must be a positive number of points, got {n}")
-    return GENERATORS[name](n, seed).astype(np.float32)
-
-
-def load_heldout(name: str, n: int = 10_000) -> np.ndarray:
-    """A held-out evaluation split: the same distribution under a seed training never uses."""
-    return load(name, n, seed=HELDOUT_SEED)

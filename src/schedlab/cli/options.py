@@ -1,0 +1,42 @@
+"""Every option that more than one command takes, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schedlab.config.engines import DEFAULT_FLEET_SIZE, DEVICES, ENGINES
+
+StudyArg = Annotated[str, typer.Argument(help="a study TOML file, or a preset: paper, quick")]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", help="SQLite store (default ./schedlab-runs/<study>.sqlite)"),
+]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        help=f"{' or '.join(ENGINES)}: fleet (vectorized, default) or loop (the reference); "
+        "part of each run's identity"
+    ),
+]
+FleetSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        help="runs per fleet (default: "
+        + ", ".join(f"{n} on {d}" for d, n in DEFAULT_FLEET_SIZE.items())
+        + ")"
+    ),
+]
+DeviceOption = Annotated[str, typer.Option(help=f"{' or '.join(DEVICES)} (fleet engine)")]
+CompileOption = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="torch.compile the fleet (default: on cuda)"),
+]
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        help="seconds a claim on a run lives without renewal (renewed every quarter of it)"
+    ),
+]

@@ -1,0 +1,1 @@
+"""Settings, study files, presets, typed parameters and the engine choice (never imports torch)."""

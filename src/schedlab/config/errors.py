@@ -1,0 +1,19 @@
+"""Pydantic's complaints as one line each."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+def first_error(err: ValidationError) -> str:
+    """Pydantic's first complaint as one line: where, what, and the value it got."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    if first["type"] == "missing":
+        return f"missing key {where!r}"
+    message = first["msg"].removeprefix("Value error, ")
+    prefix = f"{where}: " if where else ""
+    got = f" (got {first['input']!r})" if first["type"] != "value_error" else ""
+    return f"{prefix}{message}{got}"

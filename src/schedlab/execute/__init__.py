@@ -1,0 +1,1 @@
+"""Executing a plan: the driver (claim -> train -> measure -> commit) and the executors."""

@@ -1,0 +1,230 @@
+"""The driver: claim -> train -> measure -> commit, for one study on one store, once.
+
+Any number of drivers (processes, hosts) may work on one study. Each claims the runs of a
+fleet with a compare-and-set in the store before training them (runs another driver claimed
+first are simply not in its fleet), renews its leases from a heartbeat thread while it trains,
+and commits each run in one transaction while it still owns it. When it has nothing left to
+claim it waits for the runs other live drivers hold, and takes over any whose lease runs out
+(or whose driver, on this host, is gone). Failures are recorded and the study goes on; Ctrl-C
+puts the runs in flight back to pending.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import schedlab
+from schedlab import plan
+from schedlab.config.study import StudySpec
+from schedlab.execute.base import Executor, RunOutcome
+from schedlab.execute.work import Worker
+from schedlab.measure.registry import enabled, sample_key
+from schedlab.plan import RunSpec
+from schedlab.store.records import PlannedRun
+from schedlab.store.status import FINISHED, RunStatus, owner_is_dead, owner_name
+from schedlab.store.store import Store
+
+LEASE_S = 120.0  # a claim lives this long unless renewed; renewed every quarter of it
+POLL_S = 2.0  # how often a driver with nothing to claim looks at the runs others hold
+
+
+@dataclass
+class Events:
+    """Callbacks for progress display; every one optional."""
+
+    started: Callable[[str, int, int], None] = lambda description, done, total: None
+    finished: Callable[[RunSpec, str], None] = lambda run, status: None
+
+
+@dataclass
+class StudyOutcome:
+    planned: int
+    skipped: int  # finished before this driver started
+    outcomes: Counter[str] = field(default_factory=Counter)  # what this driver trained
+    measured: int = 0  # finished runs measured again from their stored weights
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def software_versions() -> dict[str, str]:
+    return {
+        "schedlab": schedlab.__version__,
+        "torch": importlib.metadata.version("torch"),
+        "numpy": importlib.metadata.version("numpy"),
+        "python": platform.python_version(),
+    }
+
+
+def planned(run: RunSpec) -> PlannedRun:
+    identity = run.identity()
+    settings = {"data": identity["data"], "train": identity["train"]}
+    return PlannedRun(
+        run.run_id,
+        run.label,
+        run.dataset,
+        run.schedule.name,
+        identity["params"],
+        run.seed,
+        settings,
+        run.engine,
+    )
+
+
+class Heartbeat:
+    """Renews a driver's leases every quarter lease, on its own connection and thread."""
+
+    def __init__(self, store: Store, owner: str, lease_s: float) -> None:
+        self.path, self.owner, self.lease_s = store.path, owner, lease_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="schedlab-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        with Store(self.path) as store:
+            while not self.stop.wait(self.lease_s / 4):
+                store.renew(self.owner, self.lease_s)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class Driver:
+    def __init__(self, store: Store, lease_s: float = LEASE_S, events: Events | None = None):
+        self.store, self.lease_s = store, lease_s
+        self.events = events or Events()
+        self.owner = f"{owner_name()}:{secrets.token_hex(4)}"
+        self.host, self.versions = socket.gethostname(), software_versions()
+        self.finished = 0  # runs of the study known finished, for progress display
+
+    def register(self, study: StudySpec, runs: list[RunSpec]) -> None:
+        self.store.register_plan(study.name, study.model_dump(mode="json"), map(planned, runs))
+
+    def run_study(
+        self, study: StudySpec, executor: Executor, worker: Worker, engine: str, size: int
+    ) -> StudyOutcome:
+        """Train every run of the study not finished yet, then measure what is missing."""
+        runs = plan.expand(study, engine)
+        self.register(study, runs)
+        runs = plan.unique(runs)
+        finished = sum(self.store.status(r.run_id) in FINISHED for r in runs)
+        outcome = StudyOutcome(planned=len(runs), skipped=finished)
+        self.finished = finished
+        start = time.perf_counter()
+        tried: set[str] = set()  # runs this driver claimed: a failure is not retried here
+        with Heartbeat(self.store, self.owner, self.lease_s):
+            while True:
+                todo = self._claimable(runs, tried)
+                if todo:
+                    self._train(plan.fleets(todo, size), executor, tried, outcome, len(runs))
+                elif any(self.store.status(r.run_id) == RunStatus.RUNNING for r in runs):
+                    time.sleep(POLL_S)  # other drivers hold these; wait, or take them over
+                else:
+                    break
+        self.measure_missing(runs, worker, outcome)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+
+    def _claimable(self, runs: list[RunSpec], tried: set[str]) -> list[RunSpec]:
+        self._expire_dead_owners()
+        claimable = (RunStatus.PENDING, RunStatus.STALE, RunStatus.FAILED)
+        return [
+            r for r in runs if r.run_id not in tried and self.store.status(r.run_id) in claimable
+        ]
+
+    def _expire_dead_owners(self) -> None:
+        for run_id, owner, _ in self.store.running():
+            if owner_is_dead(owner):
+                self.store.expire_lease(run_id)
+
+    def _train(
+        self,
+        fleets: list[list[RunSpec]],
+        executor: Executor,
+        tried: set[str],
+        outcome: StudyOutcome,
+        total: int,
+    ) -> None:
+        for lo in range(0, len(fleets), executor.capacity):
+            claimed = []
+            for fleet in fleets[lo : lo + executor.capacity]:
+                mine = [r for r in fleet if self._claim(r)]
+                tried.update(r.run_id for r in mine)
+                if mine:
+                    claimed.append(mine)
+            if not claimed:
+                continue
+            in_flight = {r.run_id: r for fleet in claimed for r in fleet}
+            first = claimed[0]
+            what = f"fleet of {len(first)} runs" if len(first) > 1 else describe(first[0])
+            self.events.started(what, self.finished, total)
+            try:
+                for result in executor.run(claimed):
+                    self._commit(result, outcome)
+                    in_flight.pop(result.run.run_id, None)
+            except KeyboardInterrupt:
+                for run_id in in_flight:
+                    self.store.release(run_id, self.owner, "interrupted")
+                raise
+            for run in in_flight.values():  # an executor that lost a run says nothing of it
+                self.store.mark_failed(run.run_id, self.owner, "the executor returned no result")
+                outcome.outcomes[RunStatus.FAILED] += 1
+
+    def _claim(self, run: RunSpec) -> bool:
+        return self.store.claim(run.run_id, self.owner, self.lease_s, self.host, self.versions)
+
+    def _commit(self, result: RunOutcome, outcome: StudyOutcome) -> None:
+        run = result.run
+        if result.commit is not None:
+            kept = self.store.finish(run.run_id, self.owner, result.commit)
+            status = str(result.commit.status)
+        else:
+            kept = self.store.mark_failed(run.run_id, self.owner, result.error or "unknown error")
+            status = str(RunStatus.FAILED)
+        if not kept:  # the lease ran out and another driver took the run: its result stands
+            outcome.notes.append(f"{describe(run)}: lease lost to another driver, result dropped")
+            status = "lost"
+        outcome.outcomes[status] += 1
+        self.finished += 1
+        self.events.finished(run, status)
+
+    def measure_missing(self, runs: list[RunSpec], worker: Worker, outcome: StudyOutcome) -> None:
+        """Measure, from stored weights and samples, every metric a finished run lacks under
+        the study's eval settings (a new metric, or new `[eval]` settings)."""
+        for run in runs:
+            if self.store.status(run.run_id) != RunStatus.DONE:
+                continue
+            have = self.store.measured_keys(run.run_id)
+            missing = [
+                m
+                for m in enabled(run.settings.eval)
+                if (m.key, m.key_for(run.settings.eval)) not in have
+            ]
+            if not missing:
+                continue
+            (record,) = self.store.records_for([(run.label, run.run_id)], {})
+            measurements, samples, notes = worker.measure_stored(
+                run,
+                record.training_time if record.training_time is not None else float("nan"),
+                self.store.weights(run.run_id),
+                self.store.samples(run.run_id, sample_key(run.settings.eval)),
+                missing,
+            )
+            self.store.add_measurements(run.run_id, measurements, samples)
+            outcome.measured += 1
+            outcome.notes += [f"{describe(run)}: {note}" for note in notes]
+
+
+def describe(run: RunSpec) -> str:
+    return f"{run.dataset}/{run.label}/seed {run.seed}"

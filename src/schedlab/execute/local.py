@@ -1,0 +1,56 @@
+"""The local executor: fleets train one after another in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from schedlab import plan
+from schedlab.config.engines import DEFAULT_FLEET_SIZE, check_engine_options
+from schedlab.config.study import StudySpec
+from schedlab.execute.base import RunOutcome
+from schedlab.execute.driver import LEASE_S, Driver, Events, StudyOutcome
+from schedlab.execute.work import Worker
+from schedlab.plan import RunSpec
+from schedlab.store.store import Store
+from schedlab.training.common import Progress
+
+
+class LocalExecutor:
+    capacity = 1
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def run(self, fleets: list[list[RunSpec]]) -> Iterator[RunOutcome]:
+        for fleet in fleets:
+            yield from self.worker.train_fleet(fleet)
+
+
+def run_study(
+    study: StudySpec,
+    store: Store,
+    events: Events | None = None,
+    engine: str = "fleet",
+    fleet_size: int | None = None,
+    device: str = "cpu",
+    use_compile: bool | None = None,
+    progress: Progress | None = None,
+    lease_s: float = LEASE_S,
+) -> StudyOutcome:
+    """Train (in this process) every run of ``study`` not finished yet, measure what is missing."""
+    check_engine_options(engine, fleet_size, device)
+    worker = Worker(device, use_compile, progress)
+    size = fleet_size or DEFAULT_FLEET_SIZE[device]
+    driver = Driver(store, lease_s, events)
+    return driver.run_study(study, LocalExecutor(worker), worker, engine, size)
+
+
+def measure_study(study: StudySpec, store: Store, engine: str = "fleet") -> StudyOutcome:
+    """Measure every finished run of ``study`` from its stored weights; train nothing."""
+    runs = plan.expand(study, engine)
+    driver = Driver(store)
+    driver.register(study, runs)
+    runs = plan.unique(runs)
+    outcome = StudyOutcome(planned=len(runs), skipped=0)
+    driver.measure_missing(runs, Worker(), outcome)
+    return outcome

@@ -1,0 +1,133 @@
+"""The work of an executor, in whatever process it runs: train a fleet, measure its runs.
+
+It talks to the engines and the measurements and returns plain data (``Commit``) for the
+driver to store; it never touches the store itself.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+
+import numpy as np
+
+from schedlab.config.settings import Settings
+from schedlab.execute.base import RunOutcome
+from schedlab.measure.evaluate import Measured, Trained, evaluate
+from schedlab.measure.registry import Metric, enabled, sample_key
+from schedlab.measure.workload import Workload
+from schedlab.model.denoiser import Denoiser, load_weights_vector, weights_vector
+from schedlab.plan import RunSpec
+from schedlab.store.records import Commit
+from schedlab.store.status import RunStatus
+from schedlab.training import engines
+from schedlab.training.common import Member, Progress, TrainResult
+
+
+def error_line(err: BaseException) -> str:
+    return traceback.format_exception_only(type(err), err)[-1].strip()
+
+
+class Worker:
+    """Trains fleets and measures runs, keeping each dataset's Workload for reuse."""
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        use_compile: bool | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.device, self.use_compile, self.progress = device, use_compile, progress
+        self.workloads: dict[tuple, Workload] = {}
+
+    def workload(self, run: RunSpec) -> Workload:
+        key = Workload.key(run.dataset, run.settings)
+        if key not in self.workloads:
+            self.workloads[key] = Workload(run.dataset, run.settings)
+        return self.workloads[key]
+
+    def train_fleet(self, fleet: list[RunSpec]) -> Iterator[RunOutcome]:
+        """Train one fleet, then measure each run. A failure while training fails the fleet;
+        a failure while measuring fails that run."""
+        workloads = [self.workload(run) for run in fleet]
+        members = [
+            Member(w.points, r.schedule, r.seed, r.settings.train.lr)
+            for w, r in zip(workloads, fleet, strict=True)
+        ]
+        try:
+            results = engines.train(
+                members,
+                fleet[0].settings.train,
+                fleet[0].engine,
+                self.device,
+                lambda k, model: workloads[k].heldout(model),
+                self.progress,
+                self.use_compile,
+            )
+        except Exception as err:  # recorded for each run of the fleet; the study goes on
+            for run in fleet:
+                yield RunOutcome(run, None, error_line(err))
+            return
+        for run, workload, result in zip(fleet, workloads, results, strict=True):
+            try:
+                commit = self.measure_fresh(run, workload, result)
+            except Exception as err:  # recorded; the study goes on
+                yield RunOutcome(run, None, error_line(err))
+            else:
+                yield RunOutcome(run, commit)
+
+    def measure_fresh(self, run: RunSpec, workload: Workload, result: TrainResult) -> Commit:
+        """Every enabled metric of a freshly trained run, with everything to store."""
+        trained = Trained(result.training_time, result.model, result.ema_model)
+        diverged = result.diverged_at is not None
+        measured = evaluate(workload, trained, run.seed, run.settings, diverged=diverged)
+        notes = measured.notes
+        kept = (result.model, result.ema_model)
+        if diverged:
+            notes = [f"loss became {result.losses[-1]} at step {result.diverged_at}", *notes]
+        return Commit(
+            status=RunStatus.DIVERGED if diverged else RunStatus.DONE,
+            training_time=result.training_time,
+            losses=result.losses,
+            lrs=result.lrs,
+            weights=None if diverged else tuple(weights_vector(m) for m in kept),
+            measurements=keyed(measured, run.settings),
+            samples=sampled(measured, run.settings),
+            diverged_at=result.diverged_at,
+            notes=tuple(notes),
+        )
+
+    def measure_stored(
+        self,
+        run: RunSpec,
+        training_time: float,
+        weights: tuple[np.ndarray, np.ndarray] | None,
+        samples: tuple[np.ndarray, float] | None,
+        metrics: list[Metric],
+    ) -> tuple[dict[str, tuple[str, float]], tuple[str, np.ndarray, float] | None, list[str]]:
+        """``metrics`` of a finished run from what the store kept of it: (measurements keyed,
+        newly drawn samples keyed, notes)."""
+        workload = self.workload(run)
+        trained = Trained(training_time, samples=samples)
+        if weights is not None:
+            trained.model, trained.ema_model = (self.model(run, w) for w in weights)
+        measured = evaluate(workload, trained, run.seed, run.settings, metrics)
+        return keyed(measured, run.settings), sampled(measured, run.settings), measured.notes
+
+    def model(self, run: RunSpec, vector: np.ndarray) -> Denoiser:
+        t = run.settings.train
+        model = Denoiser(t.emb_size, t.hidden_size, t.hidden_layers, run.dim).to(t.torch_dtype)
+        return load_weights_vector(model, vector)
+
+
+def keyed(measured: Measured, settings: Settings) -> dict[str, tuple[str, float]]:
+    """Each measured value under its measurement key."""
+    metrics = {m.key: m for m in enabled(settings.eval)}
+    return {k: (metrics[k].key_for(settings.eval), v) for k, v in measured.values.items()}
+
+
+def sampled(measured: Measured, settings: Settings) -> tuple[str, np.ndarray, float] | None:
+    if measured.samples is None:
+        return None
+    points, seconds = measured.samples
+    return sample_key(settings.eval), points, seconds

@@ -1,0 +1,1 @@
+"""Measuring a trained run: the metric registry and what each metric needs."""

@@ -1,0 +1,131 @@
+"""Measuring a run: each registered metric computed from what the run left behind.
+
+A run leaves its training record, its raw and EMA weights and, once drawn, its samples. A
+``MeasureContext`` serves them to the metrics' compute functions, drawing the samples (and
+timing them) only when a metric asks and none are stored under the current sample key.
+``evaluate`` measures a fresh training result; ``schedlab measure`` and `run` use the same
+path for runs whose weights are in the store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from schedlab.config.settings import Settings
+from schedlab.measure.losses import reference_eval_loss
+from schedlab.measure.registry import Metric, Need, enabled
+from schedlab.measure.sampling import timed_sample
+from schedlab.measure.workload import Workload
+from schedlab.model.denoiser import Denoiser
+
+
+@dataclass
+class Trained:
+    """What training left of a run (fresh from an engine, or read back from the store)."""
+
+    training_time: float
+    model: Denoiser | None = None  # raw weights; None when not kept
+    ema_model: Denoiser | None = None
+    samples: tuple[np.ndarray, float] | None = None  # stored samples [m, d] and their seconds
+
+
+@dataclass
+class Measured:
+    values: dict[str, float]  # metric key -> value (NaN: could not be measured, see notes)
+    samples: tuple[np.ndarray, float] | None  # newly drawn samples and their seconds
+    notes: list[str] = field(default_factory=list)
+
+
+class MeasureContext:
+    """What a metric's compute function may ask for; everything expensive is computed once."""
+
+    def __init__(self, workload: Workload, trained: Trained, seed: int, settings: Settings):
+        self.workload, self.trained, self.seed, self.settings = workload, trained, seed, settings
+        self.training_time = trained.training_time
+        self.drawn: tuple[np.ndarray, float] | None = None
+
+    def available(self, need: Need) -> bool:
+        t = self.trained
+        return {
+            "training": True,
+            "reference": True,
+            "weights": t.model is not None,
+            "ema_weights": t.ema_model is not None,
+            "samples": t.samples is not None or t.ema_model is not None,
+        }[need]
+
+    def samples(self) -> tuple[np.ndarray, float]:
+        """The run's samples [m, d] from its EMA weights, and the seconds drawing them took."""
+        if self.trained.samples is not None:
+            return self.trained.samples
+        if self.drawn is None:
+            assert self.trained.ema_model is not None
+            w = self.workload
+            self.drawn = timed_sample(
+                self.trained.ema_model,
+                w.noise,
+                self.settings.eval.samples,
+                self.seed,
+                w.dtype,
+                self.settings.eval.sample_chunk,
+                w.dim,
+            )
+        return self.drawn
+
+    def heldout_loss(self, ema: bool) -> float:
+        model = self.trained.ema_model if ema else self.trained.model
+        assert model is not None
+        return self.workload.heldout(model)
+
+    def reference_eval_loss(self) -> float:
+        assert self.trained.model is not None
+        w = self.workload
+        points = torch.as_tensor(w.points, dtype=w.dtype)
+        batch = self.settings.train.batch_size
+        return reference_eval_loss(self.trained.model, w.noise, points, batch, self.seed)
+
+    def inference_time(self) -> float:
+        return self.samples()[1]
+
+    def kl_divergence(self) -> float:
+        return self.workload.kl_reference.kl(self.samples()[0])
+
+    def kl_floor(self) -> float:
+        return self.workload.kl_floor
+
+
+def evaluate(
+    workload: Workload,
+    trained: Trained,
+    seed: int,
+    settings: Settings,
+    metrics: list[Metric] | None = None,
+    diverged: bool = False,
+) -> Measured:
+    """Measure ``metrics`` (default: every one enabled under the eval settings).
+
+    A diverged run gets only the metrics that need neither weights nor samples. A metric whose
+    needs are missing (weights not stored) or whose computation refuses its input (NaN samples)
+    is NaN with a note; any other error propagates and fails the run.
+    """
+    context = MeasureContext(workload, trained, seed, settings)
+    values: dict[str, float] = {}
+    notes: list[str] = []
+    for metric in metrics if metrics is not None else enabled(settings.eval):
+        missing = sorted(need for need in metric.needs if not context.available(need))
+        if diverged and metric.needs_model():
+            values[metric.key] = math.nan
+        elif missing:
+            values[metric.key] = math.nan
+            notes.append(f"{metric.key} not measured: no stored {', '.join(missing)}")
+        else:
+            try:
+                values[metric.key] = float(metric.compute(context))
+            except ValueError as err:
+                values[metric.key] = math.nan
+                notes.append(f"{metric.key} not measured: {err}")
+    return Measured(values, context.drawn, notes)

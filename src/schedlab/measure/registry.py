@@ -1,0 +1,192 @@
+"""Every metric schedlab measures, declared once (no torch).
+
+A metric declares its key, title, unit, which direction is better, what it needs (the
+training record, the raw or EMA weights, the generated samples, the dataset's reference data),
+the eval settings its value depends on, a version, and how to compute it from a
+``MeasureContext`` (``schedlab.measure.evaluate``). `train --json`, `export`, the report's
+tables and figures, `schedlab measure` and the synthetic test store all read this registry:
+adding a metric is one ``register`` call and its function.
+
+Measurements are stored under a *measurement key*: the metric, its version and the eval
+settings it reads. Changing `[eval] samples` therefore measures again the metrics that read
+it and never trains again (the run's identity holds no eval setting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from schedlab.config.settings import EvalSettings
+
+if TYPE_CHECKING:
+    from schedlab.measure.evaluate import MeasureContext
+
+Need = Literal["training", "weights", "ema_weights", "samples", "reference"]
+Direction = Literal["lower", "higher"]
+# Bumped when the way samples are drawn changes: stored samples then count as missing.
+SAMPLING_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    unit: str
+    direction: Direction | None  # None: a property of the setup, not a score
+    digits: int  # decimals in tables
+    needs: frozenset[Need]
+    reads: tuple[str, ...]  # the EvalSettings fields its value depends on
+    compute: Callable[[MeasureContext], float]
+    version: int = 1
+    table: bool = True  # a table of its own in reports
+    paired: bool = False  # compared seed by seed with the baseline in reports
+    enabled: Callable[[EvalSettings], bool] = lambda _: True
+
+    def key_for(self, settings: EvalSettings) -> str:
+        """The measurement key of this metric under ``settings``."""
+        used = {name: getattr(settings, name) for name in self.reads}
+        return _digest({"metric": self.key, "version": self.version, "eval": used})
+
+    @property
+    def label(self) -> str:
+        """The title with its unit, for tables and axes."""
+        return f"{self.title} ({self.unit})" if self.unit else self.title
+
+    def needs_model(self) -> bool:
+        """True when it reads what the trained model gives (weights or samples): a diverged
+        run has none of that."""
+        return bool(self.needs & {"weights", "ema_weights", "samples"})
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    if metric.key in METRICS:
+        raise ValueError(f"metric {metric.key!r} is registered already")
+    METRICS[metric.key] = metric
+    return metric
+
+
+def sample_key(settings: EvalSettings) -> str:
+    """The key of a run's generated samples: how many, and how they are drawn."""
+    return _digest({"samples": settings.samples, "version": SAMPLING_VERSION})
+
+
+def enabled(settings: EvalSettings) -> list[Metric]:
+    """The metrics measured under ``settings``, in registry order."""
+    return [m for m in METRICS.values() if m.enabled(settings)]
+
+
+def keys() -> list[str]:
+    return list(METRICS)
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+register(
+    Metric(
+        "kl_divergence",
+        "KL divergence",
+        "bits",
+        "lower",
+        3,
+        frozenset({"samples", "reference"}),
+        ("samples",),
+        lambda ctx: ctx.kl_divergence(),
+        paired=True,
+    )
+)
+
+register(
+    Metric(
+        "eval_loss",
+        "Eval loss (reference: training set)",
+        "",
+        "lower",
+        3,
+        frozenset({"weights", "reference"}),
+        (),
+        lambda ctx: ctx.reference_eval_loss(),
+        paired=True,
+        enabled=lambda settings: settings.reference_eval_loss,
+    )
+)
+
+register(
+    Metric(
+        "eval_loss_heldout",
+        "Held-out eval loss",
+        "",
+        "lower",
+        3,
+        frozenset({"weights", "reference"}),
+        ("heldout",),
+        lambda ctx: ctx.heldout_loss(ema=False),
+    )
+)
+
+register(
+    Metric(
+        "eval_loss_heldout_ema",
+        "Held-out eval loss, EMA weights",
+        "",
+        "lower",
+        3,
+        frozenset({"ema_weights", "reference"}),
+        ("heldout",),
+        lambda ctx: ctx.heldout_loss(ema=True),
+        paired=True,
+    )
+)
+
+register(
+    Metric(
+        "training_time",
+        "Training time",
+        "s",
+        "lower",
+        2,
+        frozenset({"training"}),
+        (),
+        lambda ctx: ctx.training_time,
+    )
+)
+
+register(
+    Metric(
+        "inference_time",
+        "Inference time",
+        "s",
+        "lower",
+        2,
+        frozenset({"samples"}),
+        ("samples",),
+        lambda ctx: ctx.inference_time(),
+    )
+)
+
+register(
+    Metric(
+        "kl_floor",
+        "KL bias floor (a fresh real sample scored as generated)",
+        "bits",
+        None,
+        3,
+        frozenset({"reference"}),
+        ("samples",),
+        lambda ctx: ctx.kl_floor(),
+        table=False,
+    )
+)
+
+
+def measurement_keys(settings: EvalSettings) -> dict[str, str]:
+    """metric -> its measurement key under ``settings``, for every registered metric."""
+    return {m.key: m.key_for(settings) for m in METRICS.values()}

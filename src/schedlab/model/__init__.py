@@ -1,0 +1,1 @@
+"""The reference denoiser (any data dimension) and the DDPM around it."""

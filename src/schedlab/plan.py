@@ -1,0 +1,105 @@
+"""Planning a study: its grid of runs, their training identity, and the fleets they train in.
+
+A run's *training identity* hashes everything that determines its weights: the dataset and its
+dimension, the data and training settings, the schedule with its resolved parameters, the
+seed, the engine and schedlab's numeric version. The label does not count (two labels for one
+configuration are one run), and neither does any eval setting: measurements are keyed apart
+(``schedlab.measure.registry``), so changing how a run is measured never retrains it.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from schedlab import data
+from schedlab.config.engines import Engine, engine_for
+from schedlab.config.settings import Settings
+from schedlab.config.study import StudySpec
+from schedlab.schedules.registry import ScheduleSpec, resolve
+
+# Bump when a change alters the numbers a run produces: old results then get new ids.
+# 2: fleets pad every member to 64-byte boundaries (position-independent round-off).
+NUMERIC_VERSION = 2
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    schedule: ScheduleSpec
+    label: str
+    seed: int
+    settings: Settings
+    engine: Engine
+
+    @property
+    def dim(self) -> int:
+        return data.dim(self.dataset)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the run's weights (not the label, not eval settings)."""
+        return {
+            "dataset": self.dataset,
+            "dim": self.dim,
+            "schedule": self.schedule.name,
+            "params": self.schedule.params,
+            "seed": self.seed,
+            "data": self.settings.data.model_dump(mode="json"),
+            "train": self.settings.train.model_dump(mode="json"),
+            "engine": self.engine,
+            "numeric_version": NUMERIC_VERSION,
+        }
+
+    @property
+    def run_id(self) -> str:
+        return run_id_of(self.identity())
+
+
+def run_id_of(identity: dict[str, Any]) -> str:
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def expand(study: StudySpec, engine: str = "fleet") -> list[RunSpec]:
+    """The grid, datasets x schedules x seeds, in file order; ``engine`` as asked for."""
+    out = []
+    for dataset in study.datasets:
+        for entry in study.schedules:
+            spec = resolve(entry.name, entry.params, study.train.steps)
+            runs_on = engine_for(engine, spec)
+            settings = study.settings_for(entry)
+            for seed in study.seed_list:
+                out.append(RunSpec(dataset, spec, entry.display, seed, settings, runs_on))
+    return out
+
+
+def unique(runs: list[RunSpec]) -> list[RunSpec]:
+    """One entry per run id (two labels for one configuration train once), first kept."""
+    seen: dict[str, RunSpec] = {}
+    for run in runs:
+        seen.setdefault(run.run_id, run)
+    return list(seen.values())
+
+
+def fleet_key(run: RunSpec) -> tuple:
+    """Runs that agree on this can train as one fleet: the same engine, data dimension and
+    size, and training settings (the base LR may differ per member)."""
+    train = run.settings.train.model_dump(exclude={"lr"})
+    return (run.engine, run.dim, run.settings.data.n, tuple(sorted(train.items())))
+
+
+def fleets(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
+    """Groups of runs that train together, of near-equal sizes up to ``size`` (48 runs at
+    20: 16, 16, 16). Loop runs train one by one, so each is a group of its own."""
+    groups: dict[tuple, list[RunSpec]] = {}
+    for run in unique(runs):
+        groups.setdefault(fleet_key(run), []).append(run)
+    out = []
+    for key, group in groups.items():
+        per_fleet = 1 if key[0] == "loop" else math.ceil(len(group) / math.ceil(len(group) / size))
+        out += [group[i : i + per_fleet] for i in range(0, len(group), per_fleet)]
+    return out

@@ -1,0 +1,1 @@
+"""LR schedules: registry (names and parameters, no torch), builders, driver, curves."""

@@ -1,0 +1,1 @@
+"""The embedded store: SQLite with atomic claims, leases and migrations (never imports torch)."""

@@ -1,0 +1,194 @@
+"""The store's tables (schema 2) and the migration from schema 1 (schedlab 0.1).
+
+Schema 2 separates a run's training (``runs``, ``curves``, ``weights``: keyed by the training
+identity) from its measurements (``measurements``, ``samples``: keyed by the run and a
+measurement key), keeps every registered plan (``studies``, ``plan_runs``: appended, never
+deleted), and records each run's engine, its claims (``attempts``) and its lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from typing import Any
+
+from schedlab.config.settings import EvalSettings
+from schedlab.measure.registry import METRICS, sample_key
+from schedlab.plan import NUMERIC_VERSION, run_id_of
+from schedlab.store.status import STORED
+
+SCHEMA_VERSION = 2
+
+_STATUS_CHECK = ", ".join(f"'{s}'" for s in STORED)
+TABLES = [
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE studies (
+        plan_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        registered_at REAL NOT NULL
+    )""",
+    f"""CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        dataset TEXT NOT NULL,
+        schedule TEXT NOT NULL,
+        params TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        settings TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ({_STATUS_CHECK})),
+        error TEXT,
+        diverged_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        owner TEXT,
+        lease_expires REAL,
+        training_time REAL,
+        started_at REAL,
+        finished_at REAL,
+        host TEXT,
+        versions TEXT,
+        origin TEXT
+    )""",
+    """CREATE TABLE plan_runs (
+        plan_id TEXT NOT NULL REFERENCES studies(plan_id),
+        label TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        position INTEGER NOT NULL,
+        PRIMARY KEY (plan_id, label, run_id)
+    )""",
+    """CREATE TABLE measurements (
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        metric TEXT NOT NULL,
+        mkey TEXT NOT NULL,
+        value REAL,
+        measured_at REAL NOT NULL,
+        PRIMARY KEY (run_id, metric, mkey)
+    )""",
+    "CREATE TABLE curves (run_id TEXT PRIMARY KEY REFERENCES runs(run_id), loss BLOB, lr BLOB)",
+    """CREATE TABLE weights (
+        run_id TEXT PRIMARY KEY REFERENCES runs(run_id), raw BLOB NOT NULL, ema BLOB NOT NULL
+    )""",
+    """CREATE TABLE samples (
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        skey TEXT NOT NULL,
+        points BLOB NOT NULL,
+        seconds REAL,
+        PRIMARY KEY (run_id, skey)
+    )""",
+    "CREATE INDEX runs_by_status ON runs(status)",
+]
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """The tables of schema 2 (inside the caller's transaction)."""
+    for statement in TABLES:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2 inside the caller's transaction: every run kept under its new id.
+
+    Schema 1 hashed eval settings into a run's id and did not record the engine. A run keeps
+    its status, curves, samples and metrics; its metrics go under the measurement keys of the
+    eval settings it was measured with; its engine is the one `run` chooses by default (fleet,
+    or loop for schedule-free) and ``origin`` says it came from schema 1. Schema 1 kept no
+    weights, so a migrated run can be measured again only from its stored samples.
+    """
+    old = ("studies", "runs", "study_runs", "metrics", "curves", "samples")
+    for table in old:
+        conn.execute(f"ALTER TABLE {table} RENAME TO v1_{table}")
+    conn.execute("DELETE FROM meta")
+    conn.execute("DROP TABLE meta")
+    create(conn)
+    new_ids: dict[str, str] = {}
+    for row in conn.execute(
+        "SELECT run_id, dataset, schedule, params, seed, settings, status, error, diverged_at, "
+        "attempts, started_at, finished_at, host, versions FROM v1_runs"
+    ).fetchall():
+        old_id, dataset, schedule, params, seed, settings_text = row[:6]
+        settings = json.loads(settings_text)
+        eval_settings = EvalSettings.model_validate(settings.get("eval", {}))
+        engine = _default_engine(schedule, json.loads(params))
+        identity = {
+            "dataset": dataset,
+            "dim": 2,  # schema 1 knew 2D datasets only
+            "schedule": schedule,
+            "params": json.loads(params),
+            "seed": seed,
+            "data": settings["data"],
+            "train": settings["train"],
+            "engine": engine,
+            "numeric_version": NUMERIC_VERSION,
+        }
+        new_id = new_ids[old_id] = run_id_of(identity)
+        metrics = dict(
+            conn.execute("SELECT key, value FROM v1_metrics WHERE run_id = ?", (old_id,))
+        )
+        status = "pending" if row[6] == "running" else row[6]
+        training = {k: identity[k] for k in ("data", "train")}
+        conn.execute(
+            "INSERT OR IGNORE INTO runs (run_id, dataset, schedule, params, seed, settings, "
+            "engine, status, error, diverged_at, attempts, training_time, started_at, "
+            "finished_at, host, versions, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                new_id,
+                dataset,
+                schedule,
+                params,
+                seed,
+                json.dumps(training, sort_keys=True),
+                engine,
+                status,
+                *row[7:10],
+                metrics.get("training_time"),
+                *row[10:14],
+                f"schema 1 run {old_id}",
+            ),
+        )
+        for key, value in metrics.items():
+            if key in METRICS:
+                conn.execute(
+                    "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?)",
+                    (new_id, key, METRICS[key].key_for(eval_settings), value, time.time()),
+                )
+        conn.execute(
+            "INSERT OR IGNORE INTO samples SELECT ?, ?, points, ? FROM v1_samples WHERE run_id = ?",
+            (new_id, sample_key(eval_settings), metrics.get("inference_time"), old_id),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO curves SELECT ?, loss, lr FROM v1_curves WHERE run_id = ?",
+            (new_id, old_id),
+        )
+    for name, spec, updated_at in conn.execute("SELECT * FROM v1_studies").fetchall():
+        plan_id = plan_id_of(json.loads(spec))
+        conn.execute(
+            "INSERT OR IGNORE INTO studies VALUES (?, ?, ?, ?)", (plan_id, name, spec, updated_at)
+        )
+        for label, old_id, position in conn.execute(
+            "SELECT label, run_id, position FROM v1_study_runs WHERE study = ?", (name,)
+        ).fetchall():
+            if old_id in new_ids:
+                conn.execute(
+                    "INSERT OR IGNORE INTO plan_runs VALUES (?, ?, ?, ?)",
+                    (plan_id, label, new_ids[old_id], position),
+                )
+    for table in old:
+        conn.execute(f"DROP TABLE v1_{table}")
+
+
+def plan_id_of(spec: dict[str, Any]) -> str:
+    """A registered plan's id: the hash of the validated study it came from."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _default_engine(schedule: str, params: dict[str, Any]) -> str:
+    from schedlab.config.engines import engine_for
+    from schedlab.schedules.registry import ScheduleSpec
+
+    try:
+        return engine_for("fleet", ScheduleSpec(schedule, params))
+    except ValueError:  # a user-defined schedule that no longer imports
+        return "fleet"

@@ -1,0 +1,374 @@
+"""The embedded store: one SQLite file (WAL) holds plans, runs, curves, weights, measurements.
+
+It holds numbers and arrays only (numpy, never torch). Any number of drivers may share one:
+a driver claims a run with a compare-and-set (a claim that loses returns False), holds a lease
+it renews while it trains, and commits everything the run produced in one transaction, and
+only while it still owns the run. A lease that runs out returns the run to whoever claims it
+next. Read-only commands open the file read-only and never write, even to migrate it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schedlab.store.arrays import decode_array, encode_array
+from schedlab.store.records import Commit, PlannedRun, RunRecord
+from schedlab.store.schema import SCHEMA_VERSION, create, migrate_from_1, plan_id_of
+from schedlab.store.status import FINISHED, RunStatus, shown_status
+
+_RUN_COLUMNS = (
+    "run_id, dataset, schedule, params, seed, settings, engine, status, error, diverged_at, "
+    "attempts, owner, lease_expires, training_time, host, versions, origin"
+)
+
+
+def default_path(study: str) -> Path:
+    """Where a study's store lives unless --store says otherwise."""
+    return Path("schedlab-runs") / f"{study}.sqlite"
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as it is; the message says why."""
+
+
+class Store:
+    def __init__(self, path: Path, create: bool = True, read_only: bool = False) -> None:
+        """Open (or, with ``create``, make) a store. ``read_only`` never writes to the file:
+        a store of an older schema is then migrated in memory for this reader only."""
+        self.path = Path(path)
+        self.read_only = read_only
+        if not self.path.exists() and (not create or read_only):
+            raise StoreError(f"no store at {self.path}; run `schedlab run` on the study first")
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only:
+            uri = f"file:{self.path.resolve()}?mode=ro"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        else:
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            self._check_or_create()
+        except sqlite3.DatabaseError as err:
+            self.conn.close()
+            raise StoreError(f"{self.path} is not a schedlab store: {err}") from err
+
+    def _check_or_create(self) -> None:
+        if not self.read_only:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        # BEGIN IMMEDIATE takes the write lock first, so two processes opening a new file
+        # together create the schema once: the second waits, then finds it made.
+        with self._transaction(write=not self.read_only) as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+            if not tables and not self.read_only:
+                create(c)
+                return
+            version = self._version(c, tables)
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer schedlab (store schema "
+                    f"{version}, this schedlab reads {SCHEMA_VERSION}); upgrade schedlab"
+                )
+            if version != 1:
+                raise StoreError(
+                    f"{self.path} has store schema {version}; this schedlab reads schemas 1 "
+                    f"and {SCHEMA_VERSION}"
+                )
+            if not self.read_only:
+                migrate_from_1(c)
+                return
+        self._migrate_in_memory()
+
+    def _version(self, c: sqlite3.Connection, tables: set[str]) -> int:
+        if "meta" not in tables:
+            raise StoreError(f"{self.path} is an SQLite file but not a schedlab store")
+        row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate_in_memory(self) -> None:
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        self.conn.backup(memory)
+        self.conn.close()
+        self.conn = memory
+        with self._transaction() as c:
+            migrate_from_1(c)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def register_plan(self, name: str, spec: Mapping[str, Any], plan: Iterable[PlannedRun]) -> str:
+        """Record a study's spec and its planned runs; returns the plan's id.
+
+        Registration appends: runs already known keep their state, and plans registered
+        before (another file of the same name, an earlier version) are kept.
+        """
+        plan_id = plan_id_of(dict(spec))
+        with self._transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO studies VALUES (?, ?, ?, ?)",
+                (plan_id, name, json.dumps(spec, sort_keys=True), time.time()),
+            )
+            for position, run in enumerate(plan):
+                c.execute(
+                    "INSERT OR IGNORE INTO runs (run_id, dataset, schedule, params, seed, "
+                    "settings, engine, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                    (
+                        run.run_id,
+                        run.dataset,
+                        run.schedule,
+                        json.dumps(run.params, sort_keys=True),
+                        run.seed,
+                        json.dumps(run.settings, sort_keys=True),
+                        run.engine,
+                    ),
+                )
+                c.execute(
+                    "INSERT OR IGNORE INTO plan_runs VALUES (?, ?, ?, ?)",
+                    (plan_id, run.label, run.run_id, position),
+                )
+        return plan_id
+
+    def latest_plan(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """(plan id, spec) of the plan last registered under ``name``."""
+        row = self.conn.execute(
+            "SELECT plan_id, spec FROM studies WHERE name = ? ORDER BY registered_at DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def plan_pairs(self, plan_id: str) -> list[tuple[str, str]]:
+        """(label, run id) of a registered plan, in plan order."""
+        return self.conn.execute(
+            "SELECT label, run_id FROM plan_runs WHERE plan_id = ? ORDER BY position", (plan_id,)
+        ).fetchall()
+
+    def status(self, run_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT status, owner, lease_expires FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return shown_status(row[0], row[1], row[2], time.time()) if row else None
+
+    def claim(
+        self, run_id: str, owner: str, lease_s: float, host: str, versions: Mapping[str, str]
+    ) -> bool:
+        """Take a pending, failed or stale run for ``owner``; False when the claim loses."""
+        now = time.time()
+        with self._transaction() as c:
+            cursor = c.execute(
+                "UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, "
+                "attempts = attempts + 1, started_at = ?, host = ?, versions = ?, error = NULL "
+                "WHERE run_id = ? AND (status IN ('pending', 'failed') "
+                "OR (status = 'running' AND (lease_expires IS NULL OR lease_expires < ?)))",
+                (owner, now + lease_s, now, host, json.dumps(dict(versions)), run_id, now),
+            )
+            return cursor.rowcount == 1
+
+    def expire_lease(self, run_id: str) -> None:
+        """End a running run's lease now (its driver is known to be dead)."""
+        with self._transaction() as c:
+            c.execute(
+                "UPDATE runs SET lease_expires = 0 WHERE run_id = ? AND status = 'running'",
+                (run_id,),
+            )
+
+    def running(self) -> list[tuple[str, str | None, float | None]]:
+        """(run id, owner, lease expiry) of every run marked running."""
+        return self.conn.execute(
+            "SELECT run_id, owner, lease_expires FROM runs WHERE status = 'running'"
+        ).fetchall()
+
+    def renew(self, owner: str, lease_s: float) -> int:
+        """Extend the lease of every run ``owner`` holds; returns how many it holds."""
+        with self._transaction() as c:
+            return c.execute(
+                "UPDATE runs SET lease_expires = ? WHERE owner = ? AND status = 'running'",
+                (time.time() + lease_s, owner),
+            ).rowcount
+
+    def _owned(self, c: sqlite3.Connection, run_id: str, owner: str) -> bool:
+        row = c.execute("SELECT status, owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row is not None and row[0] == RunStatus.RUNNING and row[1] == owner
+
+    def release(self, run_id: str, owner: str, reason: str) -> None:
+        """Put a run ``owner`` holds back to pending (Ctrl-C)."""
+        with self._transaction() as c:
+            if self._owned(c, run_id, owner):
+                c.execute(
+                    "UPDATE runs SET status = 'pending', error = ?, owner = NULL, "
+                    "lease_expires = NULL WHERE run_id = ?",
+                    (reason, run_id),
+                )
+
+    def mark_failed(self, run_id: str, owner: str, error: str) -> bool:
+        with self._transaction() as c:
+            if not self._owned(c, run_id, owner):
+                return False
+            c.execute(
+                "UPDATE runs SET status = 'failed', error = ?, finished_at = ?, owner = NULL, "
+                "lease_expires = NULL WHERE run_id = ?",
+                (error, time.time(), run_id),
+            )
+            return True
+
+    def finish(self, run_id: str, owner: str, commit: Commit) -> bool:
+        """Commit a finished run atomically; False (nothing written) if ``owner`` lost it."""
+        if commit.status not in FINISHED:
+            raise ValueError(f"finish takes status done or diverged, got {commit.status!r}")
+        with self._transaction() as c:
+            if not self._owned(c, run_id, owner):
+                return False
+            c.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
+            c.execute(
+                "INSERT INTO curves VALUES (?, ?, ?)",
+                (run_id, encode_array(commit.losses.astype(np.float32)), encode_array(commit.lrs)),
+            )
+            if commit.weights is not None:
+                # Weights barely compress; level 1 saves time, not space.
+                raw, ema = (encode_array(w, level=1) for w in commit.weights)
+                c.execute("INSERT OR REPLACE INTO weights VALUES (?, ?, ?)", (run_id, raw, ema))
+            self._write_measurements(c, run_id, commit.measurements, commit.samples)
+            c.execute(
+                "UPDATE runs SET status = ?, diverged_at = ?, error = ?, training_time = ?, "
+                "finished_at = ?, owner = NULL, lease_expires = NULL WHERE run_id = ?",
+                (
+                    str(commit.status),
+                    commit.diverged_at,
+                    "; ".join(commit.notes) or None,
+                    commit.training_time,
+                    time.time(),
+                    run_id,
+                ),
+            )
+            return True
+
+    def add_measurements(
+        self,
+        run_id: str,
+        measurements: Mapping[str, tuple[str, float]],
+        samples: tuple[str, np.ndarray, float] | None,
+    ) -> None:
+        """Measurements of a finished run, made later from its stored weights and samples."""
+        with self._transaction() as c:
+            self._write_measurements(c, run_id, measurements, samples)
+
+    def _write_measurements(
+        self,
+        c: sqlite3.Connection,
+        run_id: str,
+        measurements: Mapping[str, tuple[str, float]],
+        samples: tuple[str, np.ndarray, float] | None,
+    ) -> None:
+        now = time.time()
+        c.executemany(
+            "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?)",
+            [
+                (run_id, metric, mkey, float(v) if np.isfinite(v) else None, now)
+                for metric, (mkey, v) in measurements.items()
+            ],
+        )
+        if samples is not None:
+            skey, points, seconds = samples
+            c.execute(
+                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
+                (run_id, skey, encode_array(points.astype(np.float32)), seconds),
+            )
+
+    def measured_keys(self, run_id: str) -> set[tuple[str, str]]:
+        """(metric, measurement key) pairs stored for a run."""
+        rows = self.conn.execute(
+            "SELECT metric, mkey FROM measurements WHERE run_id = ?", (run_id,)
+        ).fetchall()
+        return {(m, k) for m, k in rows}
+
+    def records_for(
+        self, pairs: Iterable[tuple[str, str]], mkeys: Mapping[str, str]
+    ) -> list[RunRecord]:
+        """One record per (label, run id) known to the store, in the given order, with the
+        metrics stored under ``mkeys`` (metric -> measurement key)."""
+        now = time.time()
+        out = []
+        for label, run_id in pairs:
+            row = self.conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                continue
+            stored = {
+                (metric, mkey): value
+                for metric, mkey, value in self.conn.execute(
+                    "SELECT metric, mkey, value FROM measurements WHERE run_id = ?", (run_id,)
+                )
+            }
+            metrics = {
+                metric: float("nan") if stored.get((metric, mkey)) is None else stored[metric, mkey]
+                for metric, mkey in mkeys.items()
+            }
+            out.append(
+                RunRecord(
+                    run_id=run_id,
+                    label=label,
+                    dataset=row[1],
+                    schedule=row[2],
+                    params=json.loads(row[3]),
+                    seed=row[4],
+                    settings=json.loads(row[5]),
+                    engine=row[6],
+                    status=shown_status(row[7], row[11], row[12], now),
+                    error=row[8],
+                    diverged_at=row[9],
+                    attempts=row[10],
+                    training_time=row[13],
+                    host=row[14],
+                    versions=json.loads(row[15]) if row[15] else {},
+                    origin=row[16],
+                    metrics=metrics,
+                )
+            )
+        return out
+
+    def curves(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        row = self.conn.execute(
+            "SELECT loss, lr FROM curves WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return (decode_array(row[0]), decode_array(row[1])) if row else None
+
+    def samples(self, run_id: str, skey: str) -> tuple[np.ndarray, float] | None:
+        """A run's generated samples under a sample key, and the seconds drawing them took."""
+        row = self.conn.execute(
+            "SELECT points, seconds FROM samples WHERE run_id = ? AND skey = ?", (run_id, skey)
+        ).fetchone()
+        return (
+            (decode_array(row[0]), row[1] if row[1] is not None else float("nan")) if row else None
+        )
+
+    def weights(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A finished run's raw and EMA weights, flat, or None when not stored."""
+        row = self.conn.execute(
+            "SELECT raw, ema FROM weights WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return (decode_array(row[0]), decode_array(row[1])) if row else None

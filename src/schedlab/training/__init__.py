@@ -1,0 +1,1 @@
+"""Training: the reference loop, the fleet engine, and what both share."""

@@ -1,0 +1,91 @@
+"""What every engine shares: a run's initial weights, its random draws, its batches, its result.
+
+Every engine draws here, so seed i gives the same weights, data order, timesteps and noise in
+the loop and in the fleet (paired seeds hold across engines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from schedlab.config.settings import TrainSettings
+from schedlab.model.denoiser import Denoiser
+from schedlab.model.diffusion import NoiseSchedule
+from schedlab.schedules.registry import ScheduleSpec
+from schedlab.training.seeding import generator, stream_seed
+
+# (step, loss, lr), called every PROGRESS_EVERY steps and at the end.
+Progress = Callable[[int, float, float], None]
+PROGRESS_EVERY = 50
+
+
+@dataclass(frozen=True)
+class Member:
+    points: np.ndarray  # the run's training set [n, d]
+    schedule: ScheduleSpec
+    seed: int
+    lr: float  # the run's base LR
+
+
+@dataclass
+class TrainResult:
+    model: Denoiser
+    ema_model: Denoiser
+    losses: np.ndarray  # training loss of each completed step
+    lrs: np.ndarray  # LR the optimizer used at each completed step
+    training_time: float  # seconds of the training loop alone
+    diverged_at: int | None  # first step whose loss was NaN/inf
+
+
+def build_model(settings: TrainSettings, seed: int, in_dim: int = 2) -> Denoiser:
+    """The initial weights of seed ``seed``, independent of the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(seed, "init"))
+        model = Denoiser(settings.emb_size, settings.hidden_size, settings.hidden_layers, in_dim)
+    return model.to(settings.torch_dtype)
+
+
+def noise_schedule(settings: TrainSettings) -> NoiseSchedule:
+    return NoiseSchedule(
+        settings.timesteps, beta_schedule=settings.beta_schedule, dtype=settings.torch_dtype
+    )
+
+
+@dataclass
+class Batch:
+    x0: torch.Tensor  # [B, d]
+    t: torch.Tensor  # [B]
+    eps: torch.Tensor  # [B, d]
+
+
+def epoch_draws(
+    n: int, dim: int, settings: TrainSettings, seed: int, dtype: torch.dtype
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Each epoch's (permutation [n], timesteps [n], noise [n, dim]) of a run: one timestep and
+    noise per point position, from the run's noise stream; the order from its order stream.
+    Both depend on the seed alone."""
+    order, noise = generator(seed, "order"), generator(seed, "noise")
+    while True:
+        perm = torch.randperm(n, generator=order)
+        t = torch.randint(0, settings.timesteps, (n,), generator=noise)
+        eps = torch.randn(n, dim, generator=noise, dtype=dtype)
+        yield perm, t, eps
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """An epoch's batches: full ones, then a partial last one (torch's DataLoader default)."""
+    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def batches(points: torch.Tensor, settings: TrainSettings, seed: int) -> Iterator[Batch]:
+    """The run's batches of ``points`` [n, d], epoch after epoch, on their device."""
+    n, dim = points.shape
+    bounds = batch_bounds(n, settings.batch_size)
+    for draws in epoch_draws(n, dim, settings, seed, points.dtype):
+        perm, t, eps = (x.to(points.device) for x in draws)
+        for start, stop in bounds:
+            yield Batch(points[perm[start:stop]], t[start:stop], eps[start:stop])

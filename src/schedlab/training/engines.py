@@ -1,0 +1,54 @@
+"""One entry for training, whichever engine: ``train(members, settings, engine)``.
+
+The engine is chosen once, by ``schedlab.config.engines.engine_for``; this module only runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from schedlab.config.engines import Engine
+from schedlab.config.settings import TrainSettings
+from schedlab.model.denoiser import Denoiser
+from schedlab.training.common import Member, Progress, TrainResult
+from schedlab.training.fleet.shards import train_fleet
+from schedlab.training.loop import train_reference
+
+
+def train(
+    members: list[Member],
+    settings: TrainSettings,
+    engine: Engine,
+    device: str | torch.device = "cpu",
+    heldout_loss: Callable[[int, Denoiser], float] | None = None,
+    progress: Progress | None = None,
+    use_compile: bool | None = None,
+) -> list[TrainResult]:
+    """Train ``members`` (one TrainResult each): as one fleet, or one by one in the loop.
+
+    ``heldout_loss(k, model)`` feeds member k's plateau schedule when it watches the held-out
+    loss. ``settings.lr`` is ignored: each member brings its own base LR.
+    """
+    if engine == "fleet":
+        return train_fleet(members, settings, device, heldout_loss, progress, use_compile)
+    results = []
+    for k, member in enumerate(members):
+
+        def watched(model: Denoiser, k: int = k) -> float:
+            assert heldout_loss is not None
+            return heldout_loss(k, model)
+
+        results.append(
+            train_reference(
+                member.points,
+                member.schedule,
+                settings.model_copy(update={"lr": member.lr}),
+                member.seed,
+                watched if heldout_loss is not None else None,
+                progress,
+                device,
+            )
+        )
+    return results

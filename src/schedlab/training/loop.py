@@ -1,0 +1,89 @@
+"""The reference engine: one run, a plain PyTorch loop, exactly the reference's training recipe.
+
+nn.Module, torch.optim.AdamW (torch defaults, lr from the settings), epoch-shuffled batches,
+clip_grad_norm_, the LR scheduler stepped after every optimizer step, then the EMA update. It is
+the readable statement of what a run is, and the oracle other engines are tested against.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from schedlab.config.settings import TrainSettings
+from schedlab.model.denoiser import Denoiser
+from schedlab.model.diffusion import noise_prediction_loss
+from schedlab.schedules.driver import LRDriver
+from schedlab.schedules.registry import ScheduleSpec
+from schedlab.training.common import (
+    PROGRESS_EVERY,
+    Progress,
+    TrainResult,
+    batches,
+    build_model,
+    noise_schedule,
+)
+from schedlab.training.ema import EMA
+from schedlab.training.optim import build_optimizer, evaluation_weights, finish_training
+
+
+def train_reference(
+    points: np.ndarray,
+    schedule: ScheduleSpec,
+    settings: TrainSettings,
+    seed: int,
+    heldout_loss: Callable[[Denoiser], float] | None = None,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainResult:
+    """Train one run on ``points`` [n, d]. ``heldout_loss`` feeds a plateau schedule that watches
+    the held-out loss.
+
+    The returned models are on the CPU, whatever ``device`` trained them.
+    """
+    model = build_model(settings, seed, points.shape[1]).to(device)
+    noise = noise_schedule(settings).to(device)
+    data = torch.as_tensor(points, dtype=settings.torch_dtype).to(device)
+    optimizer = build_optimizer(model.parameters(), schedule, settings.lr, settings.weight_decay)
+    driver = LRDriver(optimizer, schedule, settings.steps)
+    ema = EMA(model, settings.ema_beta, settings.ema_every, settings.ema_warmup)
+
+    def watched() -> float:
+        assert heldout_loss is not None
+        with evaluation_weights(optimizer):
+            return heldout_loss(copy.deepcopy(model).cpu())
+
+    losses = np.empty(settings.steps, dtype=np.float64)
+    lrs = np.empty(settings.steps, dtype=np.float64)
+    diverged_at = None
+    model.train()
+    start = time.perf_counter()
+    for step, batch in zip(range(settings.steps), batches(data, settings, seed), strict=False):
+        loss = noise_prediction_loss(model, noise, batch.x0, batch.t, batch.eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
+        lrs[step] = driver.lr
+        optimizer.step()
+        value = loss.item()
+        losses[step] = value
+        if not math.isfinite(value):
+            diverged_at = step
+            break
+        driver.step(value, watched if heldout_loss is not None else None)
+        if step % settings.ema_every == 0:
+            with evaluation_weights(optimizer):
+                ema.update(step)
+        if progress is not None and (step + 1) % PROGRESS_EVERY == 0:
+            progress(step + 1, value, lrs[step])
+    training_time = time.perf_counter() - start
+    finish_training(optimizer)
+    done = settings.steps if diverged_at is None else diverged_at + 1
+    return TrainResult(
+        model.cpu(), ema.ema_model.cpu(), losses[:done], lrs[:done], training_time, diverged_at
+    )
