@@ -63,9 +63,12 @@ def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
             stored = store.samples(run_id, view.sample_key) if run_id else None
             points = stored[0] if stored is not None else None
             if points is not None:
+                # Points of more than two coordinates are shown by their first two.
                 ax.scatter(
                     points[:, 0], points[:, 1], s=0.3, alpha=0.4, color="C0", rasterized=True
                 )
+                if points.shape[1] > 2:
+                    ax.set_xlabel(f"x0, x1 of {points.shape[1]} coordinates", fontsize="small")
             else:
                 ax.text(0, 0, "no samples", ha="center", va="center", color="grey")
             ax.set(xlim=(-LIMIT, LIMIT), ylim=(-LIMIT, LIMIT), xticks=[], yticks=[])
