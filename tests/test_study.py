@@ -308,8 +308,9 @@ def test_kill_9_mid_study_then_resume_equals_an_uninterrupted_run(tmp_path, opti
     result = runner.invoke(app, ["run", str(path), "--store", str(store), *options])
     assert result.exit_code == 0, result.output
     with Store(store) as db, Store(tmp_path / "clean.sqlite") as clean:
-        engine = options[1]
-        run_study(parse_study(text, "tiny"), clean, engine=engine, fleet_size=2)
+        # Uninterrupted, the fleet engine trains all 8 runs as one fleet: positions differ
+        # from the killed study's fleets of 2, the numbers may not.
+        run_study(parse_study(text, "tiny"), clean, engine=options[1])
         resumed = {r.run_id: r for r in runs_of(db, "tiny")}
         reference = {r.run_id: r for r in runs_of(clean, "tiny")}
         assert resumed.keys() == reference.keys()

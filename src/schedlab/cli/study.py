@@ -208,7 +208,11 @@ def status(study: StudyArg, store: StoreOption = None, engine: EngineOption = "f
     with Store(store_path(spec, store), create=False, read_only=True) as db:
         out.print(status_table(spec, db, engine))
         for label, dataset, seed, state, record in plan_records(spec, db, engine):
-            if record is not None and state in ("failed", "diverged") and record.error:
+            if (
+                record is not None
+                and state in (RunStatus.FAILED, RunStatus.DIVERGED)
+                and record.error
+            ):
                 out.print(f"{state}: {dataset}/{label}/seed {seed}: {record.error}", markup=False)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from schedlab.config.settings import EvalSettings
 from schedlab.measure.registry import METRICS, sample_key
 from schedlab.plan import NUMERIC_VERSION, run_id_of
-from schedlab.store.status import STORED
+from schedlab.store.status import STORED, RunStatus
 
 SCHEMA_VERSION = 2
 
@@ -127,7 +127,7 @@ def migrate_from_1(conn: sqlite3.Connection) -> None:
         metrics = dict(
             conn.execute("SELECT key, value FROM v1_metrics WHERE run_id = ?", (old_id,))
         )
-        status = "pending" if row[6] == "running" else row[6]
+        status = RunStatus.PENDING if row[6] == RunStatus.RUNNING else row[6]
         training = {k: identity[k] for k in ("data", "train")}
         conn.execute(
             "INSERT OR IGNORE INTO runs (run_id, dataset, schedule, params, seed, settings, "

@@ -24,6 +24,8 @@ from schedlab.store.records import Commit, PlannedRun, RunRecord
 from schedlab.store.schema import SCHEMA_VERSION, create, migrate_from_1, plan_id_of
 from schedlab.store.status import FINISHED, RunStatus, shown_status
 
+PENDING, RUNNING, FAILED = RunStatus.PENDING, RunStatus.RUNNING, RunStatus.FAILED
+
 _RUN_COLUMNS = (
     "run_id, dataset, schedule, params, seed, settings, engine, status, error, diverged_at, "
     "attempts, owner, lease_expires, training_time, host, versions, origin"
@@ -136,7 +138,7 @@ class Store:
             for position, run in enumerate(plan):
                 c.execute(
                     "INSERT OR IGNORE INTO runs (run_id, dataset, schedule, params, seed, "
-                    "settings, engine, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                    f"settings, engine, status) VALUES (?, ?, ?, ?, ?, ?, ?, '{PENDING}')",
                     (
                         run.run_id,
                         run.dataset,
@@ -180,10 +182,10 @@ class Store:
         now = time.time()
         with self._transaction() as c:
             cursor = c.execute(
-                "UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, "
+                f"UPDATE runs SET status = '{RUNNING}', owner = ?, lease_expires = ?, "
                 "attempts = attempts + 1, started_at = ?, host = ?, versions = ?, error = NULL "
-                "WHERE run_id = ? AND (status IN ('pending', 'failed') "
-                "OR (status = 'running' AND (lease_expires IS NULL OR lease_expires < ?)))",
+                f"WHERE run_id = ? AND (status IN ('{PENDING}', '{FAILED}') "
+                f"OR (status = '{RUNNING}' AND (lease_expires IS NULL OR lease_expires < ?)))",
                 (owner, now + lease_s, now, host, json.dumps(dict(versions)), run_id, now),
             )
             return cursor.rowcount == 1
@@ -192,21 +194,21 @@ class Store:
         """End a running run's lease now (its driver is known to be dead)."""
         with self._transaction() as c:
             c.execute(
-                "UPDATE runs SET lease_expires = 0 WHERE run_id = ? AND status = 'running'",
+                f"UPDATE runs SET lease_expires = 0 WHERE run_id = ? AND status = '{RUNNING}'",
                 (run_id,),
             )
 
     def running(self) -> list[tuple[str, str | None, float | None]]:
         """(run id, owner, lease expiry) of every run marked running."""
         return self.conn.execute(
-            "SELECT run_id, owner, lease_expires FROM runs WHERE status = 'running'"
+            f"SELECT run_id, owner, lease_expires FROM runs WHERE status = '{RUNNING}'"
         ).fetchall()
 
     def renew(self, owner: str, lease_s: float) -> int:
         """Extend the lease of every run ``owner`` holds; returns how many it holds."""
         with self._transaction() as c:
             return c.execute(
-                "UPDATE runs SET lease_expires = ? WHERE owner = ? AND status = 'running'",
+                f"UPDATE runs SET lease_expires = ? WHERE owner = ? AND status = '{RUNNING}'",
                 (time.time() + lease_s, owner),
             ).rowcount
 
@@ -219,7 +221,7 @@ class Store:
         with self._transaction() as c:
             if self._owned(c, run_id, owner):
                 c.execute(
-                    "UPDATE runs SET status = 'pending', error = ?, owner = NULL, "
+                    f"UPDATE runs SET status = '{PENDING}', error = ?, owner = NULL, "
                     "lease_expires = NULL WHERE run_id = ?",
                     (reason, run_id),
                 )
@@ -229,7 +231,7 @@ class Store:
             if not self._owned(c, run_id, owner):
                 return False
             c.execute(
-                "UPDATE runs SET status = 'failed', error = ?, finished_at = ?, owner = NULL, "
+                f"UPDATE runs SET status = '{FAILED}', error = ?, finished_at = ?, owner = NULL, "
                 "lease_expires = NULL WHERE run_id = ?",
                 (error, time.time(), run_id),
             )

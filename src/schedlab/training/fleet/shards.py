@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
+from schedlab.config.engines import engine_for
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
 from schedlab.training.common import Member, Progress, TrainResult, build_model
@@ -48,7 +49,7 @@ def train_fleet(
     make the step faster). ``shards`` defaults to one per thread torch computes with (CPU);
     ``progress`` follows the first shard.
     """
-    if any(m.schedule.definition.optimizer != "adamw" for m in members):
+    if any(engine_for("fleet", m.schedule) != "fleet" for m in members):
         raise ValueError("schedule_free runs train in the reference loop, not in a fleet")
     n, dim = members[0].points.shape
     if any(m.points.shape != (n, dim) for m in members):
