@@ -70,7 +70,12 @@ class _Buffers:
         self.scaled = stacked(k, (batch, d), **like)  # 25 x_t
         self.angles = stacked(k, (batch, d, e // 2), **like)  # 25 x_t f_i
         self.emb = stacked(k, (batch, (d + 1) * e + 1), fill=1.0, **like)  # last column: 1
-        self.t_rows = torch.empty(k * batch, e, **like)  # timestep embeddings, gathered
+        # The timestep embeddings [K B, e] are gathered straight into ``emb`` when its slabs
+        # need no padding (a view across members exists), else into a scratch copied over.
+        t_emb = self.emb[..., d * e : (d + 1) * e]  # [K, B, e]
+        in_place = self.emb.is_contiguous()
+        self.t_rows = t_emb.view(k * batch, e) if in_place else torch.empty(k * batch, e, **like)
+        self.t_copy = None if in_place else t_emb
         self.relu = [
             stacked(k, (batch, h + 1), fill=1.0, **like) for _ in range(fleet.hidden_layers + 1)
         ]
@@ -168,7 +173,8 @@ class FleetDenoiser:
         torch.sin(buf.angles, out=sincos[..., 0, :])
         torch.cos(buf.angles, out=sincos[..., 1, :])
         torch.index_select(self.t_table, 0, t.flatten(), out=buf.t_rows)  # [K B, e]
-        buf.emb[..., d * e : (d + 1) * e].copy_(buf.t_rows.view(k, batch, e))  # [K, B, e]
+        if buf.t_copy is not None:
+            buf.t_copy.copy_(buf.t_rows.view(k, batch, e))  # [K, B, e]
 
         # Forward: h = [emb, 1] W_in; h += [relu(h), 1] W_i per block; pred = [relu(h), 1] W_out.
         torch.bmm(buf.emb, self.layers[0], out=buf.h)  # [K, B, h]
