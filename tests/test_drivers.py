@@ -173,6 +173,7 @@ def test_a_store_of_the_first_release_is_kept_and_reported(tmp_path):
     assert status.exit_code == 0, status.output
     assert status.stdout.count("1 done") == 6
     assert store.read_bytes() == original  # a read-only command migrated a copy in memory
+    assert [p.name for p in tmp_path.iterdir()] == ["v1.sqlite"]  # no -wal or -shm left
     result = runner.invoke(app, ["run", study, "--store", str(store)])
     assert result.exit_code == 0, result.output
     assert "4 runs planned, 4 already finished; this run: nothing" in result.stdout

@@ -52,7 +52,10 @@ class Store:
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if read_only:
-            uri = f"file:{self.path.resolve()}?mode=ro"
+            # With no writer about (no -wal file), opening as immutable keeps SQLite from
+            # leaving its -wal and -shm files beside the store: a reader writes nothing.
+            quiet = not Path(f"{self.path}-wal").exists()
+            uri = f"file:{self.path.resolve()}?mode=ro" + ("&immutable=1" if quiet else "")
             self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         else:
             self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
