@@ -150,7 +150,7 @@ def kl_figure(view: StudyView, out_dir: Path) -> Path:
         if math.isfinite(floor):
             ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label="bias floor")
         ax.set_xticks(range(len(view.labels)), view.labels, rotation=45, ha="right")
-        ax.set(title=dataset, ylabel="KL (bits), mean and 95% CI")
+        ax.set(title=dataset, ylabel="KL (bits), mean and 95% t interval")
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("KL divergence per dataset (dashed: the estimator's bias floor)")
     return save(fig, out_dir, "kl")

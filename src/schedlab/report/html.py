@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from schedlab.report.data import TABLE_METRICS, StudyView
+from schedlab.report.stats import INTERVAL
 from schedlab.report.tables import (
     PROFILE_TAUS,
     PairedRow,
@@ -79,7 +80,8 @@ def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
     )
     return (
         "<h2>KL divergence (bits)</h2><p>KL(real ‖ generated), kNN estimator (k = 5, Chebyshev),"
-        " mean ± sample std over seeds with the 95% bootstrap CI of the mean. Lower is better; a"
+        f" mean ± sample std over seeds with the {INTERVAL} of the mean (t with n - 1 degrees of"
+        " freedom: wide at 2-3 seeds, as an honest interval must be). Lower is better; a"
         " perfect model scores the bias floor, not 0.</p>"
         + table(["schedule", *view.datasets], lines)
         + floor_row
@@ -125,8 +127,9 @@ def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
     return (
         f"<h2>Paired comparisons against the baseline ({esc(view.baseline)})</h2>"
         "<p>Schedule minus baseline on the seeds both have (paired seeds share initial weights, "
-        "data order and noise): mean difference, its 95% bootstrap CI, and the p-value of an "
-        "exact two-sided sign-flip permutation test. Negative is better for every metric here."
+        f"data order and noise): mean difference, its {INTERVAL} (on the paired differences), "
+        "and the p-value of an exact two-sided sign-flip permutation test. Negative is better "
+        "for every metric here."
         "</p>" + notes + "".join(tables)
     )
 
@@ -214,7 +217,7 @@ def page(view: StudyView, sections: Sequence[str], figures: dict[str, Path]) -> 
         "samples": "Generated samples: rows schedules, columns datasets (the paper's Figure 1)",
         "loss": "Training loss per dataset, one line per schedule (the paper's Figure 2)",
         "lr": "The learning rate each schedule used: a collapse shows as a drop off the axis",
-        "kl": "KL per dataset with 95% CIs and the bias floor",
+        "kl": "KL per dataset with 95% Student-t intervals of the mean and the bias floor",
         "kl_vs_time": "KL against training time",
     }
     figs = "".join(image(path, captions[name]) for name, path in figures.items())

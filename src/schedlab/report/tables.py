@@ -10,6 +10,7 @@ from pathlib import Path
 
 from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS, StudyView
 from schedlab.report.stats import (
+    INTERVAL,
     Paired,
     Summary,
     mean_ranks,
@@ -131,7 +132,8 @@ def write_summary_csv(rows: list[SummaryRow], path: Path) -> None:
 def markdown(view: StudyView, rows: list[SummaryRow]) -> str:
     parts = [
         f"# Study {view.name}\n",
-        "Mean ± sample std over seeds (n per cell in summary.csv).\n",
+        "Mean ± sample std over seeds (n per cell in summary.csv; ci_low and ci_high there are "
+        f"the {INTERVAL} of the mean).\n",
     ]
     for metric, (title, _) in TABLE_METRICS.items():
         parts.append(f"\n## {title}\n")
