@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from schedlab.measure.distances import SampleDistances
 from schedlab.measure.kl import KLReference, kl_divergence
 from schedlab.measure.losses import HeldoutLoss, reference_eval_loss
 from schedlab.model.diffusion import NoiseSchedule
@@ -93,3 +94,48 @@ def test_heldout_loss_uses_fixed_draws():
     model = lambda x, t: torch.zeros_like(x)  # noqa: E731
     assert a(model) == b(model)
     assert a(model) == pytest.approx(float((a.eps.double() ** 2).mean()), rel=1e-6)
+
+
+def test_sliced_wasserstein_in_1d_is_the_exact_wasserstein_2():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(300, 1)), 0.7 + 1.3 * rng.normal(size=(300, 1))
+    exact = math.sqrt(np.mean((np.sort(a[:, 0]) - np.sort(b[:, 0])) ** 2))
+    assert SampleDistances(a).sliced_wasserstein(b) == pytest.approx(exact, rel=1e-9)
+
+
+def test_sliced_wasserstein_of_shifted_gaussians():
+    """Shifted by mu, direction theta sees W2 = |<theta, mu>|; E<theta, mu>^2 = |mu|^2 / d."""
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(20_000, 2))
+    shifted = rng.normal(size=(20_000, 2)) + np.array([1.0, 0.0])
+    assert SampleDistances(real).sliced_wasserstein(shifted) == pytest.approx(
+        math.sqrt(0.5), rel=0.05
+    )
+
+
+def test_mmd_equals_the_direct_double_sum():
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(40, 3)), 0.5 + rng.normal(size=(30, 3))
+    distances = SampleDistances(x)
+    h = np.median([np.linalg.norm(x[i] - x[j]) for i in range(40) for j in range(i + 1, 40)])
+
+    def k(u, v):
+        return math.exp(-np.sum((u - v) ** 2) / (2 * h * h))
+
+    xx = sum(k(x[i], x[j]) for i in range(40) for j in range(40) if i != j) / (40 * 39)
+    yy = sum(k(y[i], y[j]) for i in range(30) for j in range(30) if i != j) / (30 * 29)
+    xy = sum(k(x[i], y[j]) for i in range(40) for j in range(30)) / (40 * 30)
+    assert distances.mmd(y) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    # Unbiased: two samples of one distribution score about 0, either side of it.
+    same = SampleDistances(rng.normal(size=(2000, 3))).mmd(rng.normal(size=(2000, 3)))
+    assert abs(same) < 2e-3
+
+
+def test_sample_distances_refuse_bad_points_clearly():
+    distances = SampleDistances(np.random.default_rng(8).normal(size=(100, 2)))
+    bad = np.zeros((10, 2))
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="1 of 10 generated points are NaN/inf"):
+        distances.mmd(bad)
+    with pytest.raises(ValueError, match=r"generated points must have shape \[m, 2\]"):
+        distances.sliced_wasserstein(np.zeros((10, 3)))

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from schedlab.cli import app
 from schedlab.report.build import build_report
+from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS
 from schedlab.report.stats import (
     mean_ranks,
     min_p_value,
@@ -52,7 +53,7 @@ def store_values(path):
 def test_summary_cells_match_an_independent_recomputation(report, synthetic_store):
     values = store_values(synthetic_store)
     rows = list(csv.DictReader((report / "summary.csv").open()))
-    assert len(rows) == 5 * 4 * 6
+    assert len(rows) == 5 * 4 * len(TABLE_METRICS)
     checked = 0
     for row in rows:
         x = np.array(values.get((row["schedule"], row["dataset"], row["metric"]), []))
@@ -66,7 +67,7 @@ def test_summary_cells_match_an_independent_recomputation(report, synthetic_stor
         assert float(row["ci_low"]) == pytest.approx(x.mean() - half, rel=1e-9)
         assert float(row["ci_high"]) == pytest.approx(x.mean() + half, rel=1e-9)
         checked += 1
-    assert checked == 5 * 4 * 6
+    assert checked == 5 * 4 * len(TABLE_METRICS)
     failed = [r for r in rows if r["schedule"] == "step" and r["dataset"] == "moons"]
     diverged = [r for r in rows if r["schedule"] == "plateau" and r["dataset"] == "line"]
     assert {r["n"] for r in failed} == {"2"} and {r["n"] for r in diverged} == {"2"}
@@ -120,7 +121,7 @@ def test_tables_and_page_read_back(report):
     md = (report / "tables.md").read_text()
     assert "| schedule | circle | dino | line | moons |" in md and "*bias floor*" in md
     tex = (report / "tables.tex").read_text()
-    assert tex.count("\\toprule") == 6 and "$\\pm$" in tex
+    assert tex.count("\\toprule") == len(TABLE_METRICS) and "$\\pm$" in tex
     page = (report / "index.html").read_text()
     assert "RuntimeError: synthetic failure" in page and "loss became nan at step 49" in page
     assert "59 of 60 planned runs finished" in page
@@ -132,7 +133,9 @@ def test_tables_and_page_read_back(report):
         assert (report / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     paired = list(csv.DictReader((report / "paired.csv").open()))
     assert {r["baseline"] for r in paired} == {"baseline"}
-    assert len(paired) == 3 * 4 * 3  # cosine is the baseline's own runs: not compared
+    assert len(paired) == 3 * 4 * len(
+        PAIRED_METRICS
+    )  # cosine is the baseline's own runs: not compared
     assert "cosine: the same runs as the baseline" in page
 
 

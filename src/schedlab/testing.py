@@ -66,6 +66,10 @@ def synthetic_store(
                 "inference_time": 3 + rng.normal(0, 0.1),
                 "kl_divergence": 0.1 * quality**2 + rng.normal(0, 0.02) + i * 1e-6,
                 "kl_floor": KL_FLOOR[run.dataset],
+                "sliced_wasserstein": 0.05 * quality + rng.normal(0, 0.005),
+                "sliced_wasserstein_floor": 0.01,
+                "mmd": 0.002 * quality**2 + rng.normal(0, 0.0002),
+                "mmd_floor": 0.0001,
             }
             assert set(metrics) == set(METRICS), "the synthetic store covers every metric"
             points = rng.normal(size=(samples, 2)) * (1 + quality / 4)

@@ -97,6 +97,15 @@ class MeasureContext:
     def kl_floor(self) -> float:
         return self.workload.kl_floor
 
+    def sliced_wasserstein(self, real: bool = False) -> float:
+        """Of the run's samples, or (``real``) of a fresh real sample: the floor."""
+        w = self.workload
+        return w.distances.sliced_wasserstein(w.fresh_sample if real else self.samples()[0])
+
+    def mmd(self, real: bool = False) -> float:
+        w = self.workload
+        return w.distances.mmd(w.fresh_sample if real else self.samples()[0])
+
 
 def evaluate(
     workload: Workload,

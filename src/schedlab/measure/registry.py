@@ -44,6 +44,7 @@ class Metric:
     version: int = 1
     table: bool = True  # a table of its own in reports
     paired: bool = False  # compared seed by seed with the baseline in reports
+    floor: str | None = None  # the metric that measures what a perfect model scores
     enabled: Callable[[EvalSettings], bool] = lambda _: True
 
     def key_for(self, settings: EvalSettings) -> str:
@@ -101,9 +102,38 @@ register(
         ("samples",),
         lambda ctx: ctx.kl_divergence(),
         paired=True,
+        floor="kl_floor",
     )
 )
 
+register(
+    Metric(
+        "sliced_wasserstein",
+        "Sliced Wasserstein-2 distance (256 directions)",
+        "",
+        "lower",
+        4,
+        frozenset({"samples", "reference"}),
+        ("samples",),
+        lambda ctx: ctx.sliced_wasserstein(),
+        paired=True,
+        floor="sliced_wasserstein_floor",
+    )
+)
+register(
+    Metric(
+        "mmd",
+        "MMD² (Gaussian kernel, median bandwidth, unbiased)",
+        "",
+        "lower",
+        5,
+        frozenset({"samples", "reference"}),
+        ("samples",),
+        lambda ctx: ctx.mmd(),
+        paired=True,
+        floor="mmd_floor",
+    )
+)
 register(
     Metric(
         "eval_loss",
@@ -182,6 +212,34 @@ register(
         frozenset({"reference"}),
         ("samples",),
         lambda ctx: ctx.kl_floor(),
+        table=False,
+    )
+)
+
+
+register(
+    Metric(
+        "sliced_wasserstein_floor",
+        "Sliced Wasserstein floor (a fresh real sample scored as generated)",
+        "",
+        None,
+        4,
+        frozenset({"reference"}),
+        ("samples",),
+        lambda ctx: ctx.sliced_wasserstein(real=True),
+        table=False,
+    )
+)
+register(
+    Metric(
+        "mmd_floor",
+        "MMD² floor (a fresh real sample scored as generated)",
+        "",
+        None,
+        5,
+        frozenset({"reference"}),
+        ("samples",),
+        lambda ctx: ctx.mmd(real=True),
         table=False,
     )
 )

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import numpy as np
+
 from schedlab import data
 from schedlab.config.settings import Settings
+from schedlab.measure.distances import SampleDistances
 from schedlab.measure.kl import KLReference
 from schedlab.measure.losses import HeldoutLoss
 from schedlab.model.diffusion import NoiseSchedule
@@ -35,10 +38,18 @@ class Workload:
         return KLReference(self.points)
 
     @cached_property
+    def fresh_sample(self) -> np.ndarray:
+        """Real points the model never saw, as many as it generates: scored as if generated,
+        they give each sample metric's floor (what a perfect model scores, not 0)."""
+        return data.load_heldout(self.dataset, self.settings.eval.samples)
+
+    @cached_property
     def kl_floor(self) -> float:
-        """The estimator's bias here: a fresh real sample scored as if generated. A perfect
-        model scores about this, not 0."""
-        return self.kl_reference.kl(data.load_heldout(self.dataset, self.settings.eval.samples))
+        return self.kl_reference.kl(self.fresh_sample)
+
+    @cached_property
+    def distances(self) -> SampleDistances:
+        return SampleDistances(self.points)
 
     @staticmethod
     def key(dataset: str, settings: Settings) -> tuple:

@@ -46,11 +46,13 @@ class StudyView:
 
         return label != self.baseline and ids(label) == ids(self.baseline)
 
-    def kl_floor(self, dataset: str) -> float:
+    def floor(self, metric: str, dataset: str) -> float:
+        """What a perfect model scores on ``metric`` here (its registered floor), or NaN."""
+        key = METRICS[metric].floor
         floors = [
-            r.metrics.get("kl_floor", math.nan)
+            r.metrics.get(key, math.nan)
             for r in self.records
-            if r.dataset == dataset and r.status in FINISHED
+            if key and r.dataset == dataset and r.status in FINISHED
         ]
         return next((f for f in floors if math.isfinite(f)), math.nan)
 

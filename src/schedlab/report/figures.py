@@ -146,7 +146,7 @@ def kl_figure(view: StudyView, out_dir: Path) -> Path:
                 )
             else:
                 ax.plot([x], [s.mean], "o", color=palette[label])
-        floor = view.kl_floor(dataset)
+        floor = view.floor("kl_divergence", dataset)
         if math.isfinite(floor):
             ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label="bias floor")
         ax.set_xticks(range(len(view.labels)), view.labels, rotation=45, ha="right")

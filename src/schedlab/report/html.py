@@ -16,6 +16,8 @@ from schedlab.report.tables import (
     PairedRow,
     PaperRow,
     SummaryRow,
+    cell_value,
+    has_floor,
     metric_grid,
 )
 
@@ -34,6 +36,8 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 code, pre { background: #f5f5f5; padding: 0.1rem 0.3rem; }
 pre { padding: 0.6rem; overflow-x: auto; }
 """
+
+KL = "kl_divergence"
 
 
 def esc(value: object) -> str:
@@ -75,7 +79,12 @@ def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
         lines.append([label, *cells])
     floor_row = table(
         ["", *view.datasets],
-        [["bias floor (fresh real sample)", *(fmt(view.kl_floor(d)) for d in view.datasets)]],
+        [
+            [
+                "bias floor (fresh real sample)",
+                *(fmt(view.floor("kl_divergence", d)) for d in view.datasets),
+            ]
+        ],
         "floor",
     )
     return (
@@ -95,6 +104,9 @@ def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
             continue
         parts.append(f"<h3>{esc(title)}</h3>")
         parts.append(table(["schedule", *view.datasets], metric_grid(view, rows, metric)))
+        if has_floor(metric):
+            floors = [cell_value(view.floor(metric, d), metric) for d in view.datasets]
+            parts.append(table(["", *view.datasets], [["bias floor", *floors]], "floor"))
     return "<h2>Other metrics (mean ± std over seeds)</h2>" + "".join(parts)
 
 

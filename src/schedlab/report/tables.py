@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from schedlab.measure.registry import METRICS
 from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS, StudyView
 from schedlab.report.stats import (
     INTERVAL,
@@ -85,13 +86,14 @@ def ranks_and_profile(
     KL estimates can be negative (the estimator's bias), so ratios are taken on the excess over
     each dataset's floor, clipped below at EXCESS_FLOOR_BITS. The means come from ``rows``.
     """
+    metric = "kl_divergence"
     means: dict[str, dict[str, float]] = {label: {} for label in view.labels}
     for row in rows:
-        if row.metric == "kl_divergence":
+        if row.metric == metric:
             means[row.schedule][row.dataset] = row.mean
     excess = {
         label: {
-            d: max(v - view.kl_floor(d), EXCESS_FLOOR_BITS) if math.isfinite(v) else math.nan
+            d: max(v - view.floor(metric, d), EXCESS_FLOOR_BITS) if math.isfinite(v) else math.nan
             for d, v in per.items()
         }
         for label, per in means.items()
@@ -105,6 +107,14 @@ def cell(s: Summary | SummaryRow, digits: int) -> str:
     if s.n == 1 or not math.isfinite(s.std):
         return f"{s.mean:.{digits}f}"
     return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
+
+
+def has_floor(metric: str) -> bool:
+    return METRICS[metric].floor is not None
+
+
+def cell_value(value: float, metric: str) -> str:
+    return f"{value:.{TABLE_METRICS[metric][1]}f}" if math.isfinite(value) else "-"
 
 
 def metric_grid(view: StudyView, rows: list[SummaryRow], metric: str) -> list[list[str]]:
@@ -140,8 +150,8 @@ def markdown(view: StudyView, rows: list[SummaryRow]) -> str:
         parts.append("| schedule | " + " | ".join(view.datasets) + " |")
         parts.append("| --- |" + " --- |" * len(view.datasets))
         parts.extend("| " + " | ".join(line) + " |" for line in metric_grid(view, rows, metric))
-        if metric == "kl_divergence":
-            floors = [f"{view.kl_floor(d):.3f}" for d in view.datasets]
+        if has_floor(metric):
+            floors = [cell_value(view.floor(metric, d), metric) for d in view.datasets]
             parts.append("| *bias floor* | " + " | ".join(floors) + " |")
     return "\n".join(parts) + "\n"
 
