@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from schedlab.measure.distances import SampleDistances
+from schedlab.measure.distances import SampleDistances, directions, sliced_wasserstein
 from schedlab.measure.kl import KLReference, kl_divergence
 from schedlab.measure.losses import HeldoutLoss, reference_eval_loss
 from schedlab.model.diffusion import NoiseSchedule
@@ -101,6 +101,14 @@ def test_sliced_wasserstein_in_1d_is_the_exact_wasserstein_2():
     a, b = rng.normal(size=(300, 1)), 0.7 + 1.3 * rng.normal(size=(300, 1))
     exact = math.sqrt(np.mean((np.sort(a[:, 0]) - np.sort(b[:, 0])) ** 2))
     assert SampleDistances(a).sliced_wasserstein(b) == pytest.approx(exact, rel=1e-9)
+
+
+def test_sliced_wasserstein_equals_pots_on_sets_of_different_sizes():
+    import ot  # POT, a dev dependency
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(777, 3)), 1.5 * rng.normal(size=(1234, 3))
+    want = ot.sliced_wasserstein_distance(a, b, projections=directions(3))
+    assert sliced_wasserstein(a, b) == pytest.approx(want, rel=1e-10)
 
 
 def test_sliced_wasserstein_of_shifted_gaussians():

@@ -4,9 +4,11 @@ Both compare generated points with a fixed subsample of the training set (the sa
 every run of a dataset, drawn with a fixed seed), in any dimension.
 
 - ``sliced_wasserstein``: the 2-sliced Wasserstein distance, (mean over 256 random directions of
-  W2^2 between the 1-D projections)^(1/2), by POT's ``ot.sliced_wasserstein_distance`` with a
-  fixed seed, so every run is projected on the same directions. POT handles sets of different
-  sizes exactly (quantile functions), which a few lines of sorting would not.
+  W2^2 between the 1-D projections)^(1/2), the directions drawn once from a fixed seed so every
+  run is projected on the same ones. Written here rather than taken from POT: POT's
+  ``ot.sliced_wasserstein_distance`` gives the same numbers but took 2.2-3 s per run on 20,000
+  against 10,000 points (measured); sorting the projections and integrating the difference of
+  the two quantile functions exactly, as below, takes a tenth of that.
 - ``mmd``: the unbiased estimate of MMD^2 with a Gaussian kernel whose bandwidth is the median
   pairwise distance of the real subsample (the median heuristic, fixed per dataset so every run
   is measured with the same kernel), on 2,000 points of each set. Written out here: it is three
@@ -46,12 +48,31 @@ def _check(generated: np.ndarray, dim: int) -> np.ndarray:
     return generated
 
 
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = SW_PROJECTIONS) -> float:
-    """The 2-sliced Wasserstein distance between two point sets [n, d] and [m, d]."""
-    import ot  # POT; imported where it is used, it looks for torch as a backend
+def directions(dim: int, count: int = SW_PROJECTIONS) -> np.ndarray:
+    """``count`` unit vectors [dim, count], uniform on the sphere, the same for every call."""
+    theta = np.random.default_rng(SW_SEED).normal(size=(dim, count))
+    return theta / np.linalg.norm(theta, axis=0)
 
+
+def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = SW_PROJECTIONS) -> float:
+    """The 2-sliced Wasserstein distance between point sets [n, d] and [m, d].
+
+    Per direction, W2^2 = integral over u in (0, 1] of (Fa^-1(u) - Fb^-1(u))^2: both empirical
+    quantile functions are steps, constant between consecutive breakpoints of {i/n} U {j/m}, so
+    the integral is an exact sum over those intervals.
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(ot.sliced_wasserstein_distance(a, b, n_projections=projections, seed=SW_SEED))
+    theta = directions(a.shape[1], projections)
+    pa, pb = np.sort(a @ theta, axis=0), np.sort(b @ theta, axis=0)  # [n, P], [m, P]
+    n, m = len(a), len(b)
+    u = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)  # breakpoints up to 1
+    widths = np.diff(u, prepend=0.0)  # [intervals]
+    # Interval (u_prev, u] lies in quantile step ceil(u n) of a and ceil(u m) of b; the
+    # small tolerance absorbs round-off in i/n * n.
+    ia = np.minimum(np.ceil(u * n - 1e-9).astype(int), n) - 1
+    ib = np.minimum(np.ceil(u * m - 1e-9).astype(int), m) - 1
+    w2 = (widths[:, None] * (pa[ia] - pb[ib]) ** 2).sum(axis=0)  # [P]
+    return float(np.sqrt(w2.mean()))
 
 
 def gaussian_kernel_sum(x: np.ndarray, y: np.ndarray, bandwidth: float) -> float:
