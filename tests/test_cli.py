@@ -17,6 +17,10 @@ KEYS = {
     "inference_time",
     "kl_divergence",
     "kl_floor",
+    "sliced_wasserstein",
+    "sliced_wasserstein_floor",
+    "mmd",
+    "mmd_floor",
     "settings",
 }
 
