@@ -94,3 +94,79 @@ name = "constant"
         assert all(np.isfinite(r.metrics["kl_divergence"]) for r in records)
         report = build_report(db, "dims", tmp_path / "report")
     assert report.index.exists() and (tmp_path / "report" / "samples.png").exists()
+
+
+def test_digits_are_64_d_with_a_held_out_split_of_other_images():
+    train, heldout = data.load("digits", 3000), data.load_heldout("digits", 3000)
+    assert train.shape == heldout.shape == (3000, 64)
+    assert train.min() >= -4.25 and train.max() <= 4.25
+    grey = lambda x: np.round((x.astype(np.float64) / 4 + 1) / 2 * 16)  # noqa: E731
+    images = lambda x: {tuple(row) for row in grey(x)}  # noqa: E731
+    assert not images(train) & images(heldout)  # no image is in both splits
+    assert len(images(train)) > 1000 and len(images(heldout)) > 300
+
+
+def test_mixture_log_density_of_real_points_matches_the_analytic_expectation():
+    from schedlab.data import mixture
+
+    points = data.load("mixture", 20_000, dimension=8).astype(np.float64)
+    log_p = mixture.log_density(points)
+    _, covariances = mixture.parameters(8)
+    # Components this far apart barely overlap: E[log p] = log(1/8) + the mean entropy term.
+    entropy = [0.5 * (8 * np.log(2 * np.pi * np.e) + np.linalg.slogdet(c)[1]) for c in covariances]
+    expected = -np.log(8) - np.mean(entropy)
+    assert abs(log_p.mean() - expected) < 4 * log_p.std() / np.sqrt(len(log_p))
+    assert data.load("mixture", 10, dimension=3).shape == (10, 3)
+
+
+def test_dim_is_refused_where_no_dataset_takes_one():
+    text = 'name = "x"\ndatasets = ["moons"]\n[data]\ndim = 4\n[[schedules]]\nname = "cosine"\n'
+    with pytest.raises(ValueError, match="dim = 4 is set, but moons have fixed dimensions; "):
+        parse_study(text, "x")
+
+
+@pytest.mark.parametrize(("name", "dim"), [("digits", None), ("mixture", 5)])
+def test_higher_dimensional_datasets_train_alike_in_both_engines(name, dim):
+    settings = TrainSettings(
+        steps=30, batch_size=32, emb_size=8, hidden_size=16, hidden_layers=1, dtype="float64"
+    )
+    points = data.load(name, 300, dimension=dim)
+    member = Member(points, resolve("cosine"), 0, 1e-3)
+    (fleet,) = train_fleet([member], settings)
+    loop = train_reference(points, member.schedule, settings.model_copy(update={"lr": 1e-3}), 0)
+    np.testing.assert_allclose(fleet.losses, loop.losses, rtol=0, atol=1e-9)
+
+
+def test_train_reports_every_metric_on_mixture_and_digits():
+    import json
+
+    from typer.testing import CliRunner
+
+    from schedlab.cli import app
+
+    small = ["--steps", "20", "--set", "n=500", "--set", "samples=100", "--set", "heldout=100"]
+    for args in (["--dataset", "mixture", "--set", "dim=4"], ["--dataset", "digits"]):
+        result = CliRunner().invoke(
+            app, ["train", *args, *small, "--set", "hidden_size=16", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        for key in ("kl_divergence", "sliced_wasserstein", "mmd", "eval_loss_heldout_ema"):
+            assert isinstance(payload[key], float), key
+        density = payload["log_density"], payload["log_density_floor"]
+        if args[1] == "mixture":
+            assert all(isinstance(v, float) for v in density) and density[0] < density[1]
+        else:
+            assert density == (None, None)  # no known density for digits
+
+
+def test_datasets_command_lists_every_dataset():
+    from typer.testing import CliRunner
+
+    from schedlab.cli import app
+
+    result = CliRunner().invoke(app, ["datasets"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in data.names():
+        assert name in result.stdout
+    assert "any ([data]" in result.stdout  # the markup-like text printed as it is

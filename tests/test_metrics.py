@@ -105,6 +105,7 @@ def test_sliced_wasserstein_in_1d_is_the_exact_wasserstein_2():
 
 def test_sliced_wasserstein_equals_pots_on_sets_of_different_sizes():
     import ot  # POT, a dev dependency
+
     rng = np.random.default_rng(9)
     a, b = rng.normal(size=(777, 3)), 1.5 * rng.normal(size=(1234, 3))
     want = ot.sliced_wasserstein_distance(a, b, projections=directions(3))

@@ -38,7 +38,7 @@ class RunSpec:
 
     @property
     def dim(self) -> int:
-        return data.dim(self.dataset)
+        return data.dim(self.dataset, self.settings.data.dim)
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's weights (not the label, not eval settings)."""

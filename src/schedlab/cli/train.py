@@ -80,6 +80,7 @@ def train(
     data.check_name(dataset)
     check_engine_options(engine, None, device)
     settings = settings_from(set_ or [], steps)
+    data.check_dim_setting([dataset], settings.data.dim)
     spec = resolve(schedule, schedule_params(param or []), settings.train.steps)
     run = RunSpec(dataset, spec, schedule, seed, settings, engine_for(engine, spec))
     with Progress(

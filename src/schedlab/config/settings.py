@@ -16,6 +16,9 @@ class _Section(BaseModel):
 
 class DataSettings(_Section):
     n: int = Field(100_000, gt=0, description="training points per dataset")
+    dim: int | None = Field(
+        None, ge=1, le=4096, description="dimension of the datasets that take any (mixture; 8)"
+    )
 
 
 class TrainSettings(_Section):

@@ -60,6 +60,11 @@ class StudySpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _valid_dim(self) -> StudySpec:
+        data.check_dim_setting(self.datasets, self.data.dim)
+        return self
+
+    @model_validator(mode="after")
     def _valid_schedules(self) -> StudySpec:
         labels = [entry.display for entry in self.schedules]
         duplicate = next((x for x in labels if labels.count(x) > 1), None)

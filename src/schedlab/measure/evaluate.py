@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from schedlab import data
 from schedlab.config.settings import Settings
 from schedlab.measure.losses import reference_eval_loss
 from schedlab.measure.registry import Metric, Need, enabled
@@ -102,6 +103,13 @@ class MeasureContext:
         w = self.workload
         return w.distances.sliced_wasserstein(w.fresh_sample if real else self.samples()[0])
 
+    def log_density(self, real: bool = False) -> float:
+        """Mean true log-density (nats) of the run's samples, or of a fresh real sample."""
+        w = self.workload
+        density = data.get(w.dataset).log_density
+        assert density is not None  # the metric applies to datasets with a known density only
+        return float(density(w.fresh_sample if real else self.samples()[0]).mean())
+
     def mmd(self, real: bool = False) -> float:
         w = self.workload
         return w.distances.mmd(w.fresh_sample if real else self.samples()[0])
@@ -126,7 +134,7 @@ def evaluate(
     notes: list[str] = []
     for metric in metrics if metrics is not None else enabled(settings.eval):
         missing = sorted(need for need in metric.needs if not context.available(need))
-        if diverged and metric.needs_model():
+        if (diverged and metric.needs_model()) or not metric.applies(workload.dataset):
             values[metric.key] = math.nan
         elif missing:
             values[metric.key] = math.nan

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from schedlab import data
 from schedlab.config.settings import EvalSettings
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class Metric:
     paired: bool = False  # compared seed by seed with the baseline in reports
     floor: str | None = None  # the metric that measures what a perfect model scores
     enabled: Callable[[EvalSettings], bool] = lambda _: True
+    # Whether it means anything for a dataset (the true log-density exists for some only).
+    applies: Callable[[str], bool] = lambda _: True
 
     def key_for(self, settings: EvalSettings) -> str:
         """The measurement key of this metric under ``settings``."""
@@ -241,6 +244,40 @@ register(
         ("samples",),
         lambda ctx: ctx.mmd(real=True),
         table=False,
+    )
+)
+
+
+def _has_density(dataset: str) -> bool:
+    return data.get(dataset).log_density is not None
+
+
+register(
+    Metric(
+        "log_density",
+        "Mean log-density of the samples under the true density",
+        "nats",
+        "higher",
+        3,
+        frozenset({"samples", "reference"}),
+        ("samples",),
+        lambda ctx: ctx.log_density(),
+        floor="log_density_floor",
+        applies=_has_density,
+    )
+)
+register(
+    Metric(
+        "log_density_floor",
+        "Mean log-density of a fresh real sample (what a perfect model scores)",
+        "nats",
+        None,
+        3,
+        frozenset({"reference"}),
+        ("samples",),
+        lambda ctx: ctx.log_density(real=True),
+        table=False,
+        applies=_has_density,
     )
 )
 

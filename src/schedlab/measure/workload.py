@@ -23,14 +23,14 @@ class Workload:
     def __init__(self, dataset: str, settings: Settings) -> None:
         self.dataset = dataset
         self.settings = settings
-        self.dim = data.dim(dataset)
+        self.dim = data.dim(dataset, settings.data.dim)
         self.dtype = settings.train.torch_dtype
-        self.points = data.load(dataset, settings.data.n)  # [n, d]
+        self.points = data.load(dataset, settings.data.n, dimension=self.dim)  # [n, d]
         self.noise: NoiseSchedule = noise_schedule(settings.train)
 
     @cached_property
     def heldout(self) -> HeldoutLoss:
-        points = data.load_heldout(self.dataset, self.settings.eval.heldout)
+        points = data.load_heldout(self.dataset, self.settings.eval.heldout, self.dim)
         return HeldoutLoss(points, self.noise, self.dtype)
 
     @cached_property
@@ -41,7 +41,7 @@ class Workload:
     def fresh_sample(self) -> np.ndarray:
         """Real points the model never saw, as many as it generates: scored as if generated,
         they give each sample metric's floor (what a perfect model scores, not 0)."""
-        return data.load_heldout(self.dataset, self.settings.eval.samples)
+        return data.load_heldout(self.dataset, self.settings.eval.samples, self.dim)
 
     @cached_property
     def kl_floor(self) -> float:

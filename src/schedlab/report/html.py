@@ -17,6 +17,7 @@ from schedlab.report.tables import (
     PaperRow,
     SummaryRow,
     cell_value,
+    floor_label,
     has_floor,
     metric_grid,
 )
@@ -106,7 +107,8 @@ def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
         parts.append(table(["schedule", *view.datasets], metric_grid(view, rows, metric)))
         if has_floor(metric):
             floors = [cell_value(view.floor(metric, d), metric) for d in view.datasets]
-            parts.append(table(["", *view.datasets], [["bias floor", *floors]], "floor"))
+            label = f"{floor_label(metric)} (fresh real sample)"
+            parts.append(table(["", *view.datasets], [[label, *floors]], "floor"))
     return "<h2>Other metrics (mean ± std over seeds)</h2>" + "".join(parts)
 
 

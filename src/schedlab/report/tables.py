@@ -113,6 +113,12 @@ def has_floor(metric: str) -> bool:
     return METRICS[metric].floor is not None
 
 
+def floor_label(metric: str) -> str:
+    """A floor of a lower-is-better metric is the estimator's bias; of a higher-is-better one,
+    the best a model can expect to score."""
+    return "bias floor" if METRICS[metric].direction == "lower" else "perfect model"
+
+
 def cell_value(value: float, metric: str) -> str:
     return f"{value:.{TABLE_METRICS[metric][1]}f}" if math.isfinite(value) else "-"
 
@@ -152,7 +158,7 @@ def markdown(view: StudyView, rows: list[SummaryRow]) -> str:
         parts.extend("| " + " | ".join(line) + " |" for line in metric_grid(view, rows, metric))
         if has_floor(metric):
             floors = [cell_value(view.floor(metric, d), metric) for d in view.datasets]
-            parts.append("| *bias floor* | " + " | ".join(floors) + " |")
+            parts.append(f"| *{floor_label(metric)}* | " + " | ".join(floors) + " |")
     return "\n".join(parts) + "\n"
 
 
