@@ -82,7 +82,10 @@ def test_train_table_output():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dataset", "spiral"], "error: unknown dataset 'spiral'; valid datasets: circle, dino"),
+        (
+            ["--dataset", "spiral"],
+            "error: unknown dataset 'spiral'; valid datasets: circle, digits, dino",
+        ),
         (["--schedule", "warp"], "error: unknown schedule 'warp'; valid schedules: constant"),
         (["--steps", "0"], "error: --steps must be a positive int, got 0"),
         (["--steps", "-5"], "error: --steps must be a positive int, got -5"),

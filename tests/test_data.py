@@ -91,7 +91,9 @@ def test_same_seed_same_points():
 
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(
-        ValueError, match=r"unknown dataset 'spiral'; valid datasets: circle, dino, line, moons"
+        ValueError,
+        match=r"unknown dataset 'spiral'; valid datasets: circle, digits, dino, line, mixture, "
+        r"moons",
     ):
         data.load("spiral")
 

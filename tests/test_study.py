@@ -334,7 +334,8 @@ BAD_STUDIES = [
     ("name = 'x'\ndatasets = ['moons']\n", "missing key 'schedules'"),
     (
         "name = 'x'\ndatasets = ['spiral']\n[[schedules]]\nname='cosine'\n",
-        "datasets: unknown dataset 'spiral'; valid datasets: circle, dino, line, moons",
+        "datasets: unknown dataset 'spiral'; valid datasets: circle, digits, dino, line, mixture, "
+        "moons",
     ),
     ("name = 'x'\ndatasets = []\n[[schedules]]\nname='cosine'\n", "datasets: List should have"),
     (

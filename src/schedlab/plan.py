@@ -48,8 +48,10 @@ class RunSpec:
             "schedule": self.schedule.name,
             "params": self.schedule.params,
             "seed": self.seed,
-            "data": self.settings.data.model_dump(mode="json"),
-            "train": self.settings.train.model_dump(mode="json"),
+            # A setting left at None is not written: adding an optional setting to schedlab
+            # changes no existing run's id.
+            "data": self.settings.data.model_dump(mode="json", exclude_none=True),
+            "train": self.settings.train.model_dump(mode="json", exclude_none=True),
             "engine": self.engine,
             "numeric_version": NUMERIC_VERSION,
         }

@@ -70,6 +70,8 @@ def synthetic_store(
                 "sliced_wasserstein_floor": 0.01,
                 "mmd": 0.002 * quality**2 + rng.normal(0, 0.0002),
                 "mmd_floor": 0.0001,
+                "log_density": float("nan"),  # no known density for these datasets
+                "log_density_floor": float("nan"),
             }
             assert set(metrics) == set(METRICS), "the synthetic store covers every metric"
             points = rng.normal(size=(samples, 2)) * (1 + quality / 4)

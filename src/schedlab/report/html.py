@@ -20,6 +20,7 @@ from schedlab.report.tables import (
     floor_label,
     has_floor,
     metric_grid,
+    shown_metrics,
 )
 
 STYLE = """
@@ -100,7 +101,7 @@ def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
 
 def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
     parts = []
-    for metric, (title, _) in TABLE_METRICS.items():
+    for metric, (title, _) in shown_metrics(rows).items():
         if metric == "kl_divergence":
             continue
         parts.append(f"<h3>{esc(title)}</h3>")

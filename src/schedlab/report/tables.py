@@ -109,6 +109,13 @@ def cell(s: Summary | SummaryRow, digits: int) -> str:
     return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
 
 
+def shown_metrics(rows: list[SummaryRow]) -> dict[str, tuple[str, int]]:
+    """The table metrics with at least one value in this study (log_density, say, exists only
+    for datasets with a known density), in registry order."""
+    measured = {row.metric for row in rows if row.n}
+    return {key: value for key, value in TABLE_METRICS.items() if key in measured}
+
+
 def has_floor(metric: str) -> bool:
     return METRICS[metric].floor is not None
 
@@ -151,7 +158,7 @@ def markdown(view: StudyView, rows: list[SummaryRow]) -> str:
         "Mean ± sample std over seeds (n per cell in summary.csv; ci_low and ci_high there are "
         f"the {INTERVAL} of the mean).\n",
     ]
-    for metric, (title, _) in TABLE_METRICS.items():
+    for metric, (title, _) in shown_metrics(rows).items():
         parts.append(f"\n## {title}\n")
         parts.append("| schedule | " + " | ".join(view.datasets) + " |")
         parts.append("| --- |" + " --- |" * len(view.datasets))
@@ -184,7 +191,7 @@ def latex(view: StudyView, rows: list[SummaryRow]) -> str:
     """One booktabs table per metric."""
     parts = []
     cols = "l" + "c" * len(view.datasets)
-    for metric, (title, _) in TABLE_METRICS.items():
+    for metric, (title, _) in shown_metrics(rows).items():
         parts.append("\\begin{table}[t]\n\\centering")
         parts.append(f"\\caption{{{latex_escape(title)}: mean $\\pm$ std over seeds}}")
         parts.append(f"\\begin{{tabular}}{{{cols}}}\n\\toprule")
