@@ -1,6 +1,7 @@
 """Reports: table cells recomputed from the store, statistics on known cases, files read back."""
 
 import csv
+import html
 import math
 import sqlite3
 import subprocess
@@ -12,6 +13,8 @@ from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from schedlab.cli import app
+from schedlab.config.settings import EvalSettings
+from schedlab.measure.registry import METRICS
 from schedlab.report.build import build_report
 from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS
 from schedlab.report.stats import (
@@ -140,6 +143,17 @@ def test_tables_and_page_read_back(report):
         PAIRED_METRICS
     )  # cosine is the baseline's own runs: not compared
     assert "cosine: the same runs as the baseline" in page
+    for key in TABLE_METRICS.keys() - {"log_density"}:  # each shown metric is described
+        assert html.escape(METRICS[key].description) in page, key
+
+
+def test_every_registered_metric_is_described_and_its_floor_registered():
+    for metric in METRICS.values():
+        assert metric.description and metric.title, metric.key
+        assert metric.floor is None or METRICS[metric.floor].direction is None
+        assert metric.key_for(EvalSettings()) != metric.key_for(EvalSettings(samples=7)) or (
+            "samples" not in metric.reads
+        )
 
 
 def test_compare_paper_shows_the_published_numbers(report, synthetic_store):

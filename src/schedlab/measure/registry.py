@@ -47,6 +47,7 @@ class Metric:
     paired: bool = False  # compared seed by seed with the baseline in reports
     floor: str | None = None  # the metric that measures what a perfect model scores
     enabled: Callable[[EvalSettings], bool] = lambda _: True
+    description: str = ""  # one line for readers of a report
     # Whether it means anything for a dataset (the true log-density exists for some only).
     applies: Callable[[str], bool] = lambda _: True
 
@@ -106,6 +107,9 @@ register(
         lambda ctx: ctx.kl_divergence(),
         paired=True,
         floor="kl_floor",
+        description=(
+            "kNN estimate (k = 5, Chebyshev) of KL(real || generated), real = the training set"
+        ),
     )
 )
 
@@ -121,6 +125,10 @@ register(
         lambda ctx: ctx.sliced_wasserstein(),
         paired=True,
         floor="sliced_wasserstein_floor",
+        description=(
+            "2-sliced Wasserstein distance to a fixed 20,000-point subsample of the training set, "
+            "over 256 fixed directions"
+        ),
     )
 )
 register(
@@ -135,6 +143,10 @@ register(
         lambda ctx: ctx.mmd(),
         paired=True,
         floor="mmd_floor",
+        description=(
+            "unbiased MMD^2, Gaussian kernel with a bandwidth fixed per dataset, 2,000 points a "
+            "side"
+        ),
     )
 )
 register(
@@ -149,6 +161,10 @@ register(
         lambda ctx: ctx.reference_eval_loss(),
         paired=True,
         enabled=lambda settings: settings.reference_eval_loss,
+        description=(
+            "the reference's 'eval loss': noise-prediction MSE over one pass of the training set, "
+            "raw weights"
+        ),
     )
 )
 
@@ -162,6 +178,10 @@ register(
         frozenset({"weights", "reference"}),
         ("heldout",),
         lambda ctx: ctx.heldout_loss(ema=False),
+        description=(
+            "noise-prediction MSE on held-out points with t and noise fixed for all runs, raw "
+            "weights"
+        ),
     )
 )
 
@@ -176,6 +196,7 @@ register(
         ("heldout",),
         lambda ctx: ctx.heldout_loss(ema=True),
         paired=True,
+        description="the held-out loss with the EMA weights (the weights that sample)",
     )
 )
 
@@ -189,6 +210,7 @@ register(
         frozenset({"training"}),
         (),
         lambda ctx: ctx.training_time,
+        description="seconds of the training loop (a fleet's wall time divided by its runs)",
     )
 )
 
@@ -202,6 +224,7 @@ register(
         frozenset({"samples"}),
         ("samples",),
         lambda ctx: ctx.inference_time(),
+        description="seconds to draw the samples through all T steps with the EMA weights",
     )
 )
 
@@ -216,6 +239,10 @@ register(
         ("samples",),
         lambda ctx: ctx.kl_floor(),
         table=False,
+        description=(
+            "the KL estimate of a fresh real sample: the estimator's bias, what a perfect model "
+            "scores"
+        ),
     )
 )
 
@@ -231,6 +258,7 @@ register(
         ("samples",),
         lambda ctx: ctx.sliced_wasserstein(real=True),
         table=False,
+        description="the sliced Wasserstein distance of a fresh real sample",
     )
 )
 register(
@@ -244,6 +272,7 @@ register(
         ("samples",),
         lambda ctx: ctx.mmd(real=True),
         table=False,
+        description="the MMD^2 of a fresh real sample (about 0)",
     )
 )
 
@@ -264,6 +293,10 @@ register(
         lambda ctx: ctx.log_density(),
         floor="log_density_floor",
         applies=_has_density,
+        description=(
+            "mean log-density of the samples under the dataset's true density (datasets with a "
+            "known density)"
+        ),
     )
 )
 register(
@@ -278,6 +311,9 @@ register(
         lambda ctx: ctx.log_density(real=True),
         table=False,
         applies=_has_density,
+        description=(
+            "mean true log-density of a fresh real sample: what a perfect model scores on average"
+        ),
     )
 )
 

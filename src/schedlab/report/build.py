@@ -82,6 +82,7 @@ def build_report(
         html.paired_section(view, paired),
         html.ranking_section(ranks, profile),
         html.metric_sections(view, rows),
+        html.metrics_section(rows),
     ]
     if compare_paper:
         sections.append(html.paper_section(paper_rows(view, rows)))

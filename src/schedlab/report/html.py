@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from schedlab.measure.registry import METRICS
 from schedlab.report.data import TABLE_METRICS, StudyView
 from schedlab.report.stats import INTERVAL
 from schedlab.report.tables import (
@@ -197,6 +198,21 @@ def status_section(view: StudyView) -> str:
             )
         )
     return "".join(parts)
+
+
+def metrics_section(rows: list[SummaryRow]) -> str:
+    """What each metric on this page is, from the registry."""
+    lines = []
+    for key in shown_metrics(rows):
+        for metric in (
+            METRICS[key],
+            *([METRICS[METRICS[key].floor]] if METRICS[key].floor else []),
+        ):
+            better = {"lower": "lower is better", "higher": "higher is better"}.get(
+                metric.direction or "", "a reference value"
+            )
+            lines.append([metric.key, metric.label, better, metric.description])
+    return "<h2>The metrics</h2>" + table(["key", "title", "direction", "what it is"], lines)
 
 
 def settings_section(view: StudyView) -> str:
