@@ -24,6 +24,7 @@ from schedlab.report.stats import (
     performance_profile,
     summarize,
 )
+from schedlab.report.tables import SummaryRow, ranks_by_metric
 from schedlab.store.store import Store
 from schedlab.testing import synthetic_store
 
@@ -111,6 +112,23 @@ def test_paired_comparison_known_answers():
     assert "only 3 paired seeds" in mixed.warning and "0.25" in mixed.warning
     assert min_p_value(5) == pytest.approx(0.0625)
     assert paired_comparison({0: 1.0}, {1: 1.0}).warning == "no shared seeds"
+
+
+def test_ranks_under_every_metric_follow_its_direction():
+    rows = [
+        SummaryRow(label, dataset, metric, value, 0.0, value, value, 2)
+        for metric, values in {
+            "kl_divergence": {"a": 1.0, "b": 2.0},
+            "log_density": {"a": 1.0, "b": 2.0},  # higher is better: b wins
+            "training_time": {"a": 5.0, "b": 5.0},
+        }.items()
+        for label, value in values.items()
+        for dataset in ("x", "y")
+    ]
+    ranks = ranks_by_metric(["a", "b"], rows)
+    assert ranks["kl_divergence"] == {"a": 1.0, "b": 2.0}
+    assert ranks["log_density"] == {"a": 2.0, "b": 1.0}
+    assert ranks["training_time"] == {"a": 1.5, "b": 1.5}
 
 
 def test_ranks_and_performance_profile_known_answers():

@@ -15,6 +15,7 @@ from schedlab.report.tables import (
     paired_rows,
     paper_rows,
     ranks_and_profile,
+    ranks_by_metric,
     summary_rows,
     write_summary_csv,
 )
@@ -80,7 +81,7 @@ def build_report(
         html.status_section(view),
         html.kl_section(view, rows),
         html.paired_section(view, paired),
-        html.ranking_section(ranks, profile),
+        html.ranking_section(ranks, profile, ranks_by_metric(view.labels, rows)),
         html.metric_sections(view, rows),
         html.metrics_section(rows),
     ]

@@ -150,14 +150,23 @@ def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
     )
 
 
-def ranking_section(ranks: dict[str, float], profile: dict[str, list[float]]) -> str:
+def ranking_section(
+    ranks: dict[str, float],
+    profile: dict[str, list[float]],
+    by_metric: dict[str, dict[str, float]],
+) -> str:
     order = sorted(ranks, key=lambda s: ranks[s])
     lines = [[s, fmt(ranks[s], 2), *(fmt(v, 2) for v in profile[s])] for s in order]
+    metrics = list(by_metric)
+    per_metric = [[s, *(fmt(by_metric[m][s], 2) for m in metrics)] for s in order]
     return (
         "<h2>Across datasets</h2><p>Mean rank of each schedule's mean KL (1 = best), and its "
         "performance profile: the fraction of datasets where its KL above the bias floor is "
         "within a factor τ of the best schedule's.</p>"
         + table(["schedule", "mean rank", *(f"τ = {t:g}" for t in PROFILE_TAUS)], lines)
+        + "<p>Mean rank over datasets under every metric (1 = best, each metric's own "
+        "direction): where the columns disagree, the ranking depends on the metric.</p>"
+        + table(["schedule", *metrics], per_metric)
     )
 
 

@@ -101,6 +101,23 @@ def ranks_and_profile(
     return mean_ranks(means), performance_profile(excess, PROFILE_TAUS)
 
 
+def ranks_by_metric(labels: list[str], rows: list[SummaryRow]) -> dict[str, dict[str, float]]:
+    """metric -> schedule -> mean rank over datasets (1 = best), for every shown metric that
+    has a better direction; a higher-is-better metric is ranked from the top."""
+    out = {}
+    for metric in shown_metrics(rows):
+        direction = METRICS[metric].direction
+        if direction is None:
+            continue
+        sign = 1.0 if direction == "lower" else -1.0
+        scores: dict[str, dict[str, float]] = {label: {} for label in labels}
+        for row in rows:
+            if row.metric == metric and row.n:
+                scores[row.schedule][row.dataset] = sign * row.mean
+        out[metric] = mean_ranks(scores)
+    return out
+
+
 def cell(s: Summary | SummaryRow, digits: int) -> str:
     if s.n == 0 or not math.isfinite(s.mean):
         return "-"
