@@ -126,9 +126,10 @@ class Driver:
         with Heartbeat(self.store, self.owner, self.lease_s):
             while True:
                 todo = self._claimable(runs, tried)
-                if todo:
-                    self._train(plan.fleets(todo, size), executor, tried, outcome, len(runs))
-                elif any(self.store.status(r.run_id) == RunStatus.RUNNING for r in runs):
+                fleets = plan.fleets(todo, size)
+                if todo and self._train(fleets, executor, tried, outcome, len(runs)):
+                    continue
+                if todo or any(self.store.status(r.run_id) == RunStatus.RUNNING for r in runs):
                     time.sleep(POLL_S)  # other drivers hold these; wait, or take them over
                 else:
                     break
@@ -155,7 +156,9 @@ class Driver:
         tried: set[str],
         outcome: StudyOutcome,
         total: int,
-    ) -> None:
+    ) -> int:
+        """Claim and train ``fleets``; returns how many runs this driver claimed."""
+        claims = 0
         for lo in range(0, len(fleets), executor.capacity):
             claimed = []
             for fleet in fleets[lo : lo + executor.capacity]:
@@ -166,6 +169,7 @@ class Driver:
             if not claimed:
                 continue
             in_flight = {r.run_id: r for fleet in claimed for r in fleet}
+            claims += len(in_flight)
             first = claimed[0]
             what = f"fleet of {len(first)} runs" if len(first) > 1 else describe(first[0])
             self.events.started(what, self.finished, total)
@@ -180,6 +184,7 @@ class Driver:
             for run in in_flight.values():  # an executor that lost a run says nothing of it
                 self.store.mark_failed(run.run_id, self.owner, "the executor returned no result")
                 outcome.outcomes[RunStatus.FAILED] += 1
+        return claims
 
     def _claim(self, run: RunSpec) -> bool:
         return self.store.claim(run.run_id, self.owner, self.lease_s, self.host, self.versions)
