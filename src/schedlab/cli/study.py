@@ -232,6 +232,7 @@ def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]
         row["run_id"] = record.run_id if record else None
         row["engine"] = record.engine if record else None
         row["attempts"] = record.attempts if record else 0
+        row["origin"] = record.origin if record else None  # e.g. migrated from schema 1
         row["schedule_name"] = record.schedule if record else None
         row["params"] = json.dumps(record.params, sort_keys=True) if record else None
         settings = {**(record.settings if record else {}), "eval": spec.eval.model_dump()}
