@@ -182,6 +182,10 @@ def test_a_store_of_the_first_release_is_kept_and_reported(tmp_path):
     assert len(records) == 6 and {r.status for r in records} == {"done"}
     assert all(r.origin.startswith("schema 1 run ") for r in records)
     assert all(np.isfinite(r.metrics["kl_divergence"]) for r in records)
+    out = tmp_path / "runs.csv"
+    exported = runner.invoke(app, ["export", study, "--store", str(store), "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert all(r["origin"].startswith("schema 1 run ") for r in csv.DictReader(out.open()))
     report = runner.invoke(
         app, ["report", study, "--store", str(store), "--out", str(tmp_path / "r")]
     )
