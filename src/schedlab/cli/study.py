@@ -182,7 +182,7 @@ def report_outcome(summary: StudyOutcome, path: Path) -> None:
 @app.command()
 @one_line_errors
 def measure(study: StudyArg, store: StoreOption = None, engine: EngineOption = "fleet") -> None:
-    """Measure finished runs again from their stored weights (new metrics, new [eval]
+    """Measure finished runs again from their stored weights (new metrics, new eval
     settings); trains nothing."""
     from schedlab.execute.local import measure_study
 
