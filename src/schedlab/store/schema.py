@@ -14,9 +14,11 @@ import sqlite3
 import time
 from typing import Any
 
+from schedlab.config.engines import engine_for
 from schedlab.config.settings import EvalSettings
 from schedlab.measure.registry import METRICS, sample_key
 from schedlab.plan import NUMERIC_VERSION, run_id_of
+from schedlab.schedules.registry import ScheduleSpec
 from schedlab.store.status import STORED, RunStatus
 
 SCHEMA_VERSION = 2
@@ -185,9 +187,6 @@ def plan_id_of(spec: dict[str, Any]) -> str:
 
 
 def _default_engine(schedule: str, params: dict[str, Any]) -> str:
-    from schedlab.config.engines import engine_for
-    from schedlab.schedules.registry import ScheduleSpec
-
     try:
         return engine_for("fleet", ScheduleSpec(schedule, params))
     except ValueError:  # a user-defined schedule that no longer imports
