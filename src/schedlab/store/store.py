@@ -47,6 +47,8 @@ class Store:
         a store of an older schema is then migrated in memory for this reader only."""
         self.path = Path(path)
         self.read_only = read_only
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory; --store takes a store file")
         if not self.path.exists() and (not create or read_only):
             raise StoreError(f"no store at {self.path}; run `schedlab run` on the study first")
         if not self.path.exists():
