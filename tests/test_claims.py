@@ -29,6 +29,7 @@ def commit(value=1.0):
         training_time=2.0,
         losses=np.ones(3),
         lrs=np.ones(3),
+        heldout_curve=np.array([[3.0, 0.5]]),
         weights=(np.zeros(4, np.float32), np.ones(4, np.float32)),
         measurements={"kl_divergence": ("k1", value)},
         samples=None,

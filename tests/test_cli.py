@@ -21,6 +21,9 @@ KEYS = {
     "sliced_wasserstein_floor",
     "mmd",
     "mmd_floor",
+    "steps_to_target",
+    "seconds_to_target",
+    "target_loss",
     "settings",
 }
 
@@ -54,6 +57,12 @@ def test_train_json_has_every_key(tmp_path):
     curves = np.load(tmp_path / "curves.npz")
     assert curves["loss"].shape == (50,) and curves["lr"].shape == (50,)
     assert curves["lr"][0] == pytest.approx(3e-4)
+    # 50 steps with a point every 250: the curve is its final point, which reaches the default
+    # target (its own final held-out EMA loss x 1.01) at step 50.
+    assert curves["heldout"].shape == (1, 2) and curves["heldout"][0, 0] == 50
+    assert curves["heldout"][0, 1] == pytest.approx(payload["eval_loss_heldout_ema"], rel=1e-5)
+    assert payload["steps_to_target"] == 50
+    assert payload["target_loss"] == pytest.approx(1.01 * payload["eval_loss_heldout_ema"])
     assert np.load(tmp_path / "samples.npz")["samples"].shape == (300, 2)
     assert json.loads((tmp_path / "metrics.json").read_text())["eval_loss"] == payload["eval_loss"]
 

@@ -164,19 +164,29 @@ def test_measure_command_and_export_columns(tmp_path):
     assert all(float(r["eval_loss_heldout"]) > 0 for r in rows)
 
 
-def test_a_store_of_the_first_release_is_kept_and_reported(tmp_path):
-    store = tmp_path / "v1.sqlite"
-    shutil.copy(FIXTURES / "v1_store.sqlite", store)
-    study = str(FIXTURES / "v1_study.toml")
+def migrated(tmp_path, schema):
+    """A copy of the fixture store of an older ``schema``: read by `status` (which must not
+    write), then migrated by `run`, which finds every run finished. (store, study file)."""
+    store = tmp_path / f"v{schema}.sqlite"
+    shutil.copy(FIXTURES / f"v{schema}_store.sqlite", store)
+    study = str(FIXTURES / f"v{schema}_study.toml")
     original = store.read_bytes()
     status = runner.invoke(app, ["status", study, "--store", str(store)], terminal_width=150)
     assert status.exit_code == 0, status.output
     assert status.stdout.count("1 done") == 6
     assert store.read_bytes() == original  # a read-only command migrated a copy in memory
-    assert [p.name for p in tmp_path.iterdir()] == ["v1.sqlite"]  # no -wal or -shm left
+    assert [p.name for p in tmp_path.iterdir()] == [store.name]  # no -wal or -shm left
     result = runner.invoke(app, ["run", study, "--store", str(store)])
     assert result.exit_code == 0, result.output
     assert "4 runs planned, 4 already finished; this run: nothing" in result.stdout
+    con = sqlite3.connect(store)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    con.close()
+    return store, study
+
+
+def test_a_store_of_the_first_release_is_kept_and_reported(tmp_path):
+    store, study = migrated(tmp_path, 1)
     with Store(store) as db:
         records = study_records(db, "v1fixture")[1]
     assert len(records) == 6 and {r.status for r in records} == {"done"}
@@ -190,3 +200,24 @@ def test_a_store_of_the_first_release_is_kept_and_reported(tmp_path):
         app, ["report", study, "--store", str(store), "--out", str(tmp_path / "r")]
     )
     assert report.exit_code == 0, report.output
+
+
+def test_a_store_of_schema_2_is_kept_and_says_it_has_no_heldout_curves(tmp_path):
+    store, study = migrated(tmp_path, 2)
+    out = tmp_path / "runs.csv"
+    exported = runner.invoke(app, ["export", study, "--store", str(store), "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(out.open()))
+    assert all(float(r["eval_loss_heldout_ema"]) > 0 for r in rows)
+    # Trained before runs recorded a held-out curve: no time to target, not a made-up one.
+    assert {r["steps_to_target"] for r in rows} == {""} and {
+        r["seconds_to_target"] for r in rows
+    } == {""}
+    report = runner.invoke(
+        app, ["report", study, "--store", str(store), "--out", str(tmp_path / "r")]
+    )
+    assert report.exit_code == 0, report.output
+    assert (
+        "No run of this study recorded a held-out curve"
+        in (tmp_path / "r" / "index.html").read_text()
+    )

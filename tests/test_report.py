@@ -2,10 +2,13 @@
 
 import csv
 import html
+import io
+import json
 import math
 import sqlite3
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -16,7 +19,8 @@ from schedlab.cli import app
 from schedlab.config.settings import EvalSettings
 from schedlab.measure.registry import METRICS
 from schedlab.report.build import build_report
-from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS
+from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS, load_study_view
+from schedlab.report.html import TIME_TO_TARGET
 from schedlab.report.stats import (
     mean_ranks,
     min_p_value,
@@ -24,7 +28,14 @@ from schedlab.report.stats import (
     performance_profile,
     summarize,
 )
-from schedlab.report.tables import SummaryRow, ranks_by_metric
+from schedlab.report.tables import (
+    PROFILE_TAUS,
+    SummaryRow,
+    profile_gap,
+    profiles_by_metric,
+    ranks_by_metric,
+    summary_rows,
+)
 from schedlab.store.store import Store
 from schedlab.testing import synthetic_store
 
@@ -47,10 +58,27 @@ def store_values(path):
         "JOIN measurements m USING (run_id) JOIN studies s USING (plan_id) "
         "WHERE r.status = 'done' AND s.name = 'synthetic' AND m.value IS NOT NULL"
     ).fetchall()
-    con.close()
     out = {}
     for label, dataset, key, value in rows:
         out.setdefault((label, dataset, key), []).append(value)
+    # Time to target, recomputed from the raw blobs: the first curve point at or below the
+    # baseline's mean final held-out EMA loss x 1.01, and seconds at the run's step rate.
+    curves = con.execute(
+        "SELECT p.label, r.dataset, r.training_time, r.settings, c.heldout FROM plan_runs p "
+        "JOIN runs r USING (run_id) JOIN curves c USING (run_id) JOIN studies s USING (plan_id) "
+        "WHERE r.status = 'done' AND s.name = 'synthetic'"
+    ).fetchall()
+    con.close()
+    for label, dataset, seconds, settings, blob in curves:
+        target = 1.01 * np.mean(out[("baseline", dataset, "eval_loss_heldout_ema")])
+        curve = np.load(io.BytesIO(zlib.decompress(blob)))
+        below = [step for step, loss in curve if loss <= target]
+        if below:
+            steps = json.loads(settings)["train"]["steps"]
+            out.setdefault((label, dataset, "steps_to_target"), []).append(below[0])
+            out.setdefault((label, dataset, "seconds_to_target"), []).append(
+                below[0] * seconds / steps
+            )
     return out
 
 
@@ -71,9 +99,13 @@ def test_summary_cells_match_an_independent_recomputation(report, synthetic_stor
         assert float(row["ci_low"]) == pytest.approx(x.mean() - half, rel=1e-9)
         assert float(row["ci_high"]) == pytest.approx(x.mean() + half, rel=1e-9)
         checked += 1
-    # Every cell with a value was checked: all but log_density's (no known density here).
-    assert checked == 5 * 4 * (len(TABLE_METRICS) - 1)
-    measured = [r for r in rows if r["metric"] != "log_density"]
+    # Every stored metric's cell was checked but log_density's (no known density here), and
+    # the time-to-target cells of the runs whose curves reach the target: the synthetic
+    # baseline's (and cosine's, the same runs); every other schedule ends above it.
+    reached = [r for r in rows if r["metric"] == "steps_to_target" and r["n"] != "0"]
+    assert {r["schedule"] for r in reached} == {"baseline", "cosine"} and len(reached) == 8
+    assert checked == 5 * 4 * (len(TABLE_METRICS) - 3) + 2 * len(reached)
+    measured = [r for r in rows if r["metric"] not in ("log_density", *TIME_TO_TARGET)]
     failed = [r for r in measured if r["schedule"] == "step" and r["dataset"] == "moons"]
     diverged = [r for r in measured if r["schedule"] == "plateau" and r["dataset"] == "line"]
     assert {r["n"] for r in failed} == {"2"} and {r["n"] for r in diverged} == {"2"}
@@ -140,6 +172,26 @@ def test_ranks_and_performance_profile_known_answers():
     assert profile == {"a": [0.5, 1.0, 1.0], "b": [0.5, 1.0, 1.0]}
 
 
+def test_every_metric_has_a_performance_profile_of_its_gap_or_value(synthetic_store):
+    with Store(synthetic_store, create=False, read_only=True) as db:
+        view = load_study_view(db, "synthetic")
+    rows = summary_rows(view)
+    floor = view.floor("kl_divergence", "moons")
+    assert profile_gap(view, "kl_divergence", "moons", floor + 0.5) == pytest.approx(0.5)
+    assert profile_gap(view, "kl_divergence", "moons", floor - 0.2) == 0.01  # at the floor
+    assert profile_gap(view, "eval_loss_heldout_ema", "moons", 0.3) == 0.3  # no floor: itself
+    assert math.isnan(profile_gap(view, "kl_floor", "moons", 0.3))  # not a score
+    profiles = profiles_by_metric(view, rows)
+    assert "log_density" not in profiles  # no value in 2-D
+    # Only the baseline's runs (and cosine, the same runs) reach the target: best on every
+    # dataset; the others never reach it, so never within any factor.
+    steps = profiles["steps_to_target"]
+    assert steps["baseline"] == [1.0] * len(PROFILE_TAUS) == steps["cosine"]
+    assert steps["step"] == [0.0] * len(PROFILE_TAUS)
+    # The synthetic schedules are ordered by quality: the baseline is best everywhere on KL.
+    assert profiles["kl_divergence"]["baseline"][0] == 1.0
+
+
 def test_tables_and_page_read_back(report):
     md = (report / "tables.md").read_text()
     assert "| schedule | circle | dino | line | moons |" in md and "*bias floor*" in md
@@ -149,10 +201,12 @@ def test_tables_and_page_read_back(report):
     page = (report / "index.html").read_text()
     assert "RuntimeError: synthetic failure" in page and "loss became nan at step 49" in page
     assert "59 of 60 planned runs finished" in page
+    assert "Performance profiles under every metric" in page
+    assert "<h2>Time to target</h2>" in page and "(0 of 3)" in page  # never reached, said so
     assert "only 3 paired seeds" in page
     assert page.count("data:image/png;base64,") == 5
     assert "http://" not in page and "https://" not in page
-    for name in ("samples", "loss", "lr", "kl", "kl_vs_time"):
+    for name in ("samples", "loss", "lr", "kl", "heldout"):
         assert (report / f"{name}.png").stat().st_size > 5000
         assert (report / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     paired = list(csv.DictReader((report / "paired.csv").open()))

@@ -73,7 +73,20 @@ def synthetic_store(
                 "log_density": float("nan"),  # no known density for these datasets
                 "log_density_floor": float("nan"),
             }
-            assert set(metrics) == set(METRICS), "the synthetic store covers every metric"
+            stored = {k for k, m in METRICS.items() if not m.derived}
+            assert set(metrics) == stored, "the synthetic store covers every stored metric"
+            # The held-out curve every 50 steps, decaying to the run's final held-out loss.
+            at = np.arange(50, steps + 1, 50, dtype=np.float64)
+            final = metrics["eval_loss_heldout_ema"]
+            heldout = np.stack(
+                [
+                    at,
+                    final
+                    + 0.3 * np.exp(-at / (100 * quality))
+                    - 0.3 * np.exp(-steps / (100 * quality)),
+                ],
+                axis=1,
+            )
             points = rng.normal(size=(samples, 2)) * (1 + quality / 4)
             status = RunStatus.DIVERGED if key == diverged else RunStatus.DONE
             drawn = (sample_key(measured), points, 3.0)
@@ -84,6 +97,7 @@ def synthetic_store(
                 training_time=metrics["training_time"],
                 losses=loss[:50] if status == RunStatus.DIVERGED else loss,
                 lrs=lr[:50] if status == RunStatus.DIVERGED else lr,
+                heldout_curve=heldout[:0] if status == RunStatus.DIVERGED else heldout,
                 weights=None,
                 measurements={k: (METRICS[k].key_for(measured), v) for k, v in metrics.items()},
                 samples=None if status == RunStatus.DIVERGED else drawn,

@@ -218,15 +218,25 @@ def status(study: StudyArg, store: StoreOption = None, engine: EngineOption = "f
 
 def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]:
     """One row per planned run: identity, status, every metric, the flattened settings."""
+    from schedlab.config.study import default_baseline
     from schedlab.measure.registry import keys
+    from schedlab.report.data import with_targets
 
+    planned = plan_records(spec, db, engine)
+    known = [record for *_, record in planned if record is not None]
+    baseline = default_baseline([entry.display for entry in spec.schedules])
+    derived, targets = with_targets(db, spec.model_dump(mode="json"), known, baseline)
+    by_run = {(r.label, r.run_id): r for r in derived}
     rows = []
-    for label, dataset, seed, state, record in plan_records(spec, db, engine):
+    for label, dataset, seed, state, planned_record in planned:
+        record = planned_record and by_run[(planned_record.label, planned_record.run_id)]
         row: dict[str, Any] = {"dataset": dataset, "schedule": label, "seed": seed, "status": state}
         metrics = record.metrics if record else {}
         for key in keys():
             value = metrics.get(key, math.nan)
             row[key] = None if value is None or not math.isfinite(value) else value
+        target = targets.get(dataset, math.nan)
+        row["target_loss"] = target if math.isfinite(target) else None
         row["diverged_at"] = record.diverged_at if record else None
         row["error"] = record.error if record else None
         row["run_id"] = record.run_id if record else None

@@ -65,6 +65,12 @@ def train(
     ] = None,
     engine: EngineOption = "fleet",
     device: DeviceOption = "cpu",
+    target: Annotated[
+        float | None,
+        typer.Option(
+            help="time-to-target: the held-out EMA loss to reach (default: this run's final x 1.01)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="write curves.npz and samples.npz here")
@@ -79,6 +85,8 @@ def train(
 
     data.check_name(dataset)
     check_engine_options(engine, None, device)
+    if target is not None and not 0 < target < math.inf:
+        raise ValueError(f"--target must be a positive loss, got {target}")
     settings = settings_from(set_ or [], steps)
     data.check_dim_setting([dataset], settings.data.dim)
     spec = resolve(schedule, schedule_params(param or []), settings.train.steps)
@@ -100,6 +108,7 @@ def train(
     if outcome.commit is None:
         fail(f"the run failed: {outcome.error}")
     commit = outcome.commit
+    target_loss = target if target is not None else own_target(commit)
     result = {
         "dataset": dataset,
         "schedule": spec.name,
@@ -110,6 +119,8 @@ def train(
         "status": str(commit.status),
         "diverged_at": commit.diverged_at,
         **{key: commit.measurements.get(key, ("", math.nan))[1] for key in METRICS},
+        **time_to_target(commit, target_loss),
+        "target_loss": target_loss,
         "notes": list(commit.notes),
         "settings": settings.model_dump(),
     }
@@ -121,11 +132,30 @@ def train(
     show_metrics(result)
 
 
+def own_target(commit: Commit) -> float:
+    """A lone run's default target: its own final held-out EMA loss x the default factor."""
+    from schedlab.config.settings import TargetSettings
+
+    final = commit.measurements.get("eval_loss_heldout_ema", ("", math.nan))[1]
+    return final * TargetSettings().factor
+
+
+def time_to_target(commit: Commit, target_loss: float) -> dict[str, float]:
+    from schedlab.measure.registry import derived
+    from schedlab.measure.targets import TargetContext
+
+    steps = len(commit.losses)
+    context = TargetContext(commit.heldout_curve, target_loss, commit.training_time, steps)
+    return {m.key: float(m.compute(context)) for m in derived()}
+
+
 def write_outputs(out_dir: Path, commit: Commit, result: dict[str, Any]) -> None:
     import numpy as np
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "curves.npz", loss=commit.losses, lr=commit.lrs)
+    np.savez_compressed(
+        out_dir / "curves.npz", loss=commit.losses, lr=commit.lrs, heldout=commit.heldout_curve
+    )
     if commit.samples is not None:
         np.savez_compressed(out_dir / "samples.npz", samples=commit.samples[1])
     (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=2))

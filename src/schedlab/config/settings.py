@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     import torch
+
+# Steps between the points of a run's held-out EMA loss curve unless a study says otherwise.
+CURVE_EVERY = 250
 
 
 class _Section(BaseModel):
@@ -36,6 +39,19 @@ class TrainSettings(_Section):
     timesteps: int = Field(100, ge=2, description="diffusion steps T")
     beta_schedule: Literal["linear", "quadratic"] = "linear"
     dtype: Literal["float32", "float64"] = "float32"
+    curve_every: int | None = Field(
+        None, gt=0, description=f"steps between held-out EMA loss points ({CURVE_EVERY})"
+    )
+
+    @field_validator("curve_every")
+    @classmethod
+    def _default_is_none(cls, value: int | None) -> int | None:
+        """The default is stored as None, so runs from before curves keep their identity."""
+        return None if value == CURVE_EVERY else value
+
+    @property
+    def curve_interval(self) -> int:
+        return self.curve_every or CURVE_EVERY
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -51,6 +67,25 @@ class EvalSettings(_Section):
         True, description="also compute the reference's eval loss (a pass over the train set)"
     )
     sample_chunk: int = Field(1000, gt=0, description="samples denoised at once")
+
+
+class TargetSettings(_Section):
+    """Time-to-target: the held-out EMA loss a run must reach, per dataset."""
+
+    factor: float = Field(
+        1.01, ge=1, allow_inf_nan=False, description="the baseline's final loss times this"
+    )
+    loss: dict[str, float] = Field(
+        default_factory=dict, description="a fixed target per dataset instead of the factor"
+    )
+
+    @field_validator("loss")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0 < v < float("inf")}
+        if bad:
+            raise ValueError(f"a target loss must be a positive number, got {bad}")
+        return value
 
 
 class Settings(_Section):

@@ -10,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schedlab import data
 from schedlab.config.errors import first_error
 from schedlab.config.presets import study_source
-from schedlab.config.settings import DataSettings, EvalSettings, Settings, TrainSettings
+from schedlab.config.settings import (
+    DataSettings,
+    EvalSettings,
+    Settings,
+    TargetSettings,
+    TrainSettings,
+)
 from schedlab.schedules import registry
 
 
@@ -36,6 +42,7 @@ class StudySpec(BaseModel):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
+    target: TargetSettings = TargetSettings()
     schedules: list[ScheduleEntry] = Field(min_length=1)
 
     @field_validator("datasets")
@@ -60,6 +67,16 @@ class StudySpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _targets_of_datasets(self) -> StudySpec:
+        unknown = sorted(set(self.target.loss) - set(self.datasets))
+        if unknown:
+            raise ValueError(
+                f"target.loss names {', '.join(unknown)}, not a dataset of this study; "
+                f"datasets: {', '.join(self.datasets)}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _valid_dim(self) -> StudySpec:
         data.check_dim_setting(self.datasets, self.data.dim)
         return self
@@ -81,6 +98,11 @@ class StudySpec(BaseModel):
     def settings_for(self, entry: ScheduleEntry) -> Settings:
         train = self.train if entry.lr is None else self.train.model_copy(update={"lr": entry.lr})
         return Settings(data=self.data, train=train, eval=self.eval)
+
+
+def default_baseline(labels: list[str]) -> str:
+    """The schedule others are compared with: the one labelled "baseline", else the first."""
+    return "baseline" if "baseline" in labels else labels[0]
 
 
 def parse_study(text: str, source: str) -> StudySpec:

@@ -90,6 +90,7 @@ class Worker:
             training_time=result.training_time,
             losses=result.losses,
             lrs=result.lrs,
+            heldout_curve=result.heldout_curve,
             weights=None if diverged else tuple(weights_vector(m) for m in kept),
             measurements=keyed(measured, run.settings),
             samples=sampled(measured, run.settings),

@@ -25,8 +25,9 @@ from schedlab.config.settings import EvalSettings
 
 if TYPE_CHECKING:
     from schedlab.measure.evaluate import MeasureContext
+    from schedlab.measure.targets import TargetContext
 
-Need = Literal["training", "weights", "ema_weights", "samples", "reference"]
+Need = Literal["training", "weights", "ema_weights", "samples", "reference", "curve", "target"]
 Direction = Literal["lower", "higher"]
 # Bumped when the way samples are drawn changes: stored samples then count as missing.
 SAMPLING_VERSION = 1
@@ -41,7 +42,8 @@ class Metric:
     digits: int  # decimals in tables
     needs: frozenset[Need]
     reads: tuple[str, ...]  # the EvalSettings fields its value depends on
-    compute: Callable[[MeasureContext], float]
+    # From a MeasureContext; a derived metric's from a measure.targets.TargetContext.
+    compute: Callable[[MeasureContext], float] | Callable[[TargetContext], float]
     version: int = 1
     table: bool = True  # a table of its own in reports
     paired: bool = False  # compared seed by seed with the baseline in reports
@@ -50,6 +52,8 @@ class Metric:
     description: str = ""  # one line for readers of a report
     # Whether it means anything for a dataset (the true log-density exists for some only).
     applies: Callable[[str], bool] = lambda _: True
+    # Derived when a study is read (it needs the study's target), never stored.
+    derived: bool = False
 
     def key_for(self, settings: EvalSettings) -> str:
         """The measurement key of this metric under ``settings``."""
@@ -83,8 +87,13 @@ def sample_key(settings: EvalSettings) -> str:
 
 
 def enabled(settings: EvalSettings) -> list[Metric]:
-    """The metrics measured under ``settings``, in registry order."""
-    return [m for m in METRICS.values() if m.enabled(settings)]
+    """The metrics measured and stored under ``settings``, in registry order."""
+    return [m for m in METRICS.values() if not m.derived and m.enabled(settings)]
+
+
+def derived() -> list[Metric]:
+    """The metrics derived when a study is read, in registry order."""
+    return [m for m in METRICS.values() if m.derived]
 
 
 def keys() -> list[str]:
@@ -318,6 +327,39 @@ register(
 )
 
 
+register(
+    Metric(
+        "steps_to_target",
+        "Steps to target",
+        "steps",
+        "lower",
+        0,
+        frozenset({"curve", "target"}),
+        (),
+        lambda ctx: ctx.steps_to_target(),
+        derived=True,
+        description=(
+            "first recorded step at which the held-out EMA loss reaches the dataset's target "
+            "(the baseline's final held-out EMA loss x 1.01 unless the study sets it)"
+        ),
+    )
+)
+register(
+    Metric(
+        "seconds_to_target",
+        "Seconds to target",
+        "s",
+        "lower",
+        1,
+        frozenset({"curve", "target", "training"}),
+        (),
+        lambda ctx: ctx.seconds_to_target(),
+        derived=True,
+        description="steps to target at the run's measured step rate (training time / steps)",
+    )
+)
+
+
 def measurement_keys(settings: EvalSettings) -> dict[str, str]:
-    """metric -> its measurement key under ``settings``, for every registered metric."""
-    return {m.key: m.key_for(settings) for m in METRICS.values()}
+    """metric -> its measurement key under ``settings``, for every stored metric."""
+    return {m.key: m.key_for(settings) for m in METRICS.values() if not m.derived}

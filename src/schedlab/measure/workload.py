@@ -1,7 +1,8 @@
 """A ``Workload`` (AlgoPerf's word): a dataset at given settings, with what measuring needs.
 
-The training points, the held-out loss with its fixed draws, the KL reference and its bias
-floor: built once per dataset and settings, reused by every schedule and seed.
+The training points, the held-out loss with its fixed draws (also the held-out curve's), the
+KL reference and its bias floor: built once per dataset and settings, reused by every schedule
+and seed.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ class Workload:
         self.dtype = settings.train.torch_dtype
         self.points = data.load(dataset, settings.data.n, dimension=self.dim)  # [n, d]
         self.noise: NoiseSchedule = noise_schedule(settings.train)
-
-    @cached_property
-    def heldout(self) -> HeldoutLoss:
-        points = data.load_heldout(self.dataset, self.settings.eval.heldout, self.dim)
-        return HeldoutLoss(points, self.noise, self.dtype)
+        # Built now, not on first use: a fleet's shard threads all read it while training.
+        heldout = data.load_heldout(dataset, settings.eval.heldout, self.dim)
+        self.heldout = HeldoutLoss(heldout, self.noise, self.dtype)
 
     @cached_property
     def kl_reference(self) -> KLReference:

@@ -14,6 +14,7 @@ from schedlab.report.tables import (
     markdown,
     paired_rows,
     paper_rows,
+    profiles_by_metric,
     ranks_and_profile,
     ranks_by_metric,
     summary_rows,
@@ -81,7 +82,10 @@ def build_report(
         html.status_section(view),
         html.kl_section(view, rows),
         html.paired_section(view, paired),
-        html.ranking_section(ranks, profile, ranks_by_metric(view.labels, rows)),
+        html.ranking_section(
+            ranks, profile, ranks_by_metric(view.labels, rows), profiles_by_metric(view, rows)
+        ),
+        html.time_to_target_section(view, rows),
         html.metric_sections(view, rows),
         html.metrics_section(rows),
     ]

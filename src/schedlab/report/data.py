@@ -6,8 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from schedlab.config.settings import EvalSettings
+from schedlab.config.settings import EvalSettings, TargetSettings
+from schedlab.config.study import default_baseline
 from schedlab.measure.registry import METRICS, measurement_keys, sample_key
+from schedlab.measure.targets import dataset_targets, with_time_to_target
 from schedlab.store.records import RunRecord
 from schedlab.store.status import FINISHED, RunStatus
 from schedlab.store.store import Store
@@ -26,6 +28,7 @@ class StudyView:
     datasets: list[str]
     baseline: str
     sample_key: str  # the key of the samples the study's eval settings draw
+    targets: dict[str, float]  # dataset -> the held-out EMA loss time-to-target aims at
 
     def finished(self) -> list[RunRecord]:
         return [r for r in self.records if r.status == RunStatus.DONE]
@@ -73,6 +76,17 @@ def study_records(store: Store, study: str) -> tuple[dict[str, Any], list[RunRec
     return spec, store.records_for(store.plan_pairs(plan_id), measurement_keys(settings))
 
 
+def with_targets(
+    store: Store, spec: dict[str, Any], records: list[RunRecord], baseline: str
+) -> tuple[list[RunRecord], dict[str, float]]:
+    """The records with time-to-target filled in, and each dataset's target."""
+    targets = dataset_targets(
+        records, baseline, TargetSettings.model_validate(spec.get("target", {}))
+    )
+    curves = store.heldout_curves(r.run_id for r in records)
+    return with_time_to_target(records, curves, targets), targets
+
+
 def load_study_view(store: Store, study: str, baseline: str | None = None) -> StudyView:
     """The study's plan as last registered, measured under that plan's eval settings."""
     spec, records = study_records(store, study)
@@ -80,7 +94,10 @@ def load_study_view(store: Store, study: str, baseline: str | None = None) -> St
     labels = list(dict.fromkeys(r.label for r in records))
     datasets = list(dict.fromkeys(r.dataset for r in records))
     if baseline is None:
-        baseline = "baseline" if "baseline" in labels else labels[0]
+        baseline = default_baseline(labels)
     elif baseline not in labels:
         raise ValueError(f"unknown baseline {baseline!r}; schedules: {', '.join(labels)}")
-    return StudyView(study, spec, records, labels, datasets, baseline, sample_key(settings))
+    records, targets = with_targets(store, spec, records, baseline)
+    return StudyView(
+        study, spec, records, labels, datasets, baseline, sample_key(settings), targets
+    )

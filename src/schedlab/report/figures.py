@@ -1,4 +1,5 @@
-"""The report's figures (PNG and SVG): samples, loss curves, LR curves, KL with CIs, KL vs time."""
+"""The report's figures (PNG and SVG): samples, loss and LR curves, KL with intervals, and the
+held-out curves time-to-target reads."""
 
 from __future__ import annotations
 
@@ -156,29 +157,39 @@ def kl_figure(view: StudyView, out_dir: Path) -> Path:
     return save(fig, out_dir, "kl")
 
 
-def kl_time_figure(view: StudyView, out_dir: Path) -> Path:
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
+def heldout_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
+    """Held-out EMA loss curves per dataset: median over seeds, band from the lowest to the
+    highest seed, and the dataset's target (dashed)."""
+    curves = store.heldout_curves(r.run_id for r in view.finished())
+    fig, axes = panels(len(view.datasets), height=3.4)
     palette = colors(view)
-    markers = dict(zip(view.datasets, "osD^vP*X", strict=False))
-    for record in view.finished():
-        t, kl = record.metrics.get("training_time"), record.metrics.get("kl_divergence")
-        if t is not None and kl is not None and math.isfinite(t) and math.isfinite(kl):
-            ax.scatter(
-                t, kl, color=palette[record.label], marker=markers[record.dataset], s=28, alpha=0.8
-            )
-    for label in view.labels:
-        ax.scatter([], [], color=palette[label], label=label)
-    for dataset in view.datasets:
-        ax.scatter([], [], color="grey", marker=markers[dataset], label=dataset)
-    ax.set(
-        xlabel="training time (s)",
-        ylabel="KL divergence (bits)",
-        title="KL against training time, one point per run",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="upper right")
-    return save(fig, out_dir, "kl_vs_time")
+    for ax, dataset in zip(axes, view.datasets, strict=True):
+        for label in view.labels:
+            runs = [
+                curves[r.run_id]
+                for r in view.finished()
+                if r.label == label and r.dataset == dataset and r.run_id in curves
+            ]
+            if not runs:
+                continue
+            length = min(len(c) for c in runs)
+            steps = runs[0][:length, 0]
+            losses = np.array([c[:length, 1] for c in runs])
+            ax.plot(steps, np.median(losses, axis=0), color=palette[label], label=label)
+            if len(runs) > 1:
+                low, high = losses.min(axis=0), losses.max(axis=0)
+                ax.fill_between(steps, low, high, color=palette[label], alpha=0.2)
+        target = view.targets.get(dataset, math.nan)
+        if math.isfinite(target):
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
+        ax.set(title=dataset, xlabel="optimizer step", ylabel="held-out loss, EMA weights")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle("Held-out EMA loss while training: median over seeds, band over seeds")
+    return save(fig, out_dir, "heldout")
 
 
 FIGURES: dict[str, Callable[[StudyView, Store, Path], Path]] = {
@@ -186,5 +197,5 @@ FIGURES: dict[str, Callable[[StudyView, Store, Path], Path]] = {
     "loss": lambda v, s, o: curve_figure(v, s, o, "loss"),
     "lr": lambda v, s, o: curve_figure(v, s, o, "lr"),
     "kl": lambda v, s, o: kl_figure(v, o),
-    "kl_vs_time": lambda v, s, o: kl_time_figure(v, o),
+    "heldout": heldout_figure,
 }

@@ -100,10 +100,46 @@ def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
     )
 
 
+TIME_TO_TARGET = ("steps_to_target", "seconds_to_target")
+
+
+def time_to_target_section(view: StudyView, rows: list[SummaryRow]) -> str:
+    """Steps and seconds to each dataset's target, with the targets and how they were set."""
+    spec = view.spec.get("target", {})
+    targets = [
+        [
+            dataset,
+            fmt(view.targets.get(dataset, math.nan), 4),
+            "set by the study"
+            if dataset in spec.get("loss", {})
+            else f"{view.baseline}'s final held-out EMA loss x {spec.get('factor', 1.01):g}",
+        ]
+        for dataset in view.datasets
+    ]
+    grids = "".join(
+        f"<h3>{esc(TABLE_METRICS[metric][0])}</h3>"
+        + table(["schedule", *view.datasets], metric_grid(view, rows, metric))
+        for metric in TIME_TO_TARGET
+        if metric in shown_metrics(rows)
+    )
+    if not grids:
+        return (
+            "<h2>Time to target</h2><p>No run of this study recorded a held-out curve (runs "
+            "trained before schedlab recorded them): train them again to measure it.</p>"
+        )
+    return (
+        "<h2>Time to target</h2><p>How soon each schedule's held-out EMA loss (recorded while "
+        "training) first reaches the dataset's target: steps, and seconds at the run's own "
+        "measured step rate. Mean ± std over the seeds that reached it; '(k of n)' when only k "
+        "of n did. A schedule that decays early reaches a loose target fast and a tight one "
+        "never.</p>" + table(["dataset", "target", "how it was set"], targets) + grids
+    )
+
+
 def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
     parts = []
     for metric, (title, _) in shown_metrics(rows).items():
-        if metric == "kl_divergence":
+        if metric == "kl_divergence" or metric in TIME_TO_TARGET:
             continue
         parts.append(f"<h3>{esc(title)}</h3>")
         parts.append(table(["schedule", *view.datasets], metric_grid(view, rows, metric)))
@@ -154,6 +190,7 @@ def ranking_section(
     ranks: dict[str, float],
     profile: dict[str, list[float]],
     by_metric: dict[str, dict[str, float]],
+    profiles: dict[str, dict[str, list[float]]],
 ) -> str:
     order = sorted(ranks, key=lambda s: ranks[s])
     lines = [[s, fmt(ranks[s], 2), *(fmt(v, 2) for v in profile[s])] for s in order]
@@ -167,6 +204,27 @@ def ranking_section(
         + "<p>Mean rank over datasets under every metric (1 = best, each metric's own "
         "direction): where the columns disagree, the ranking depends on the metric.</p>"
         + table(["schedule", *metrics], per_metric)
+        + profiles_details(order, profiles)
+    )
+
+
+def profiles_details(order: list[str], profiles: dict[str, dict[str, list[float]]]) -> str:
+    """One performance profile per metric, folded away (they are many)."""
+    tables = "".join(
+        f"<h3>{esc(TABLE_METRICS[metric][0])}</h3>"
+        + table(
+            ["schedule", *(f"τ = {t:g}" for t in PROFILE_TAUS)],
+            [[s, *(fmt(v, 2) for v in profile[s])] for s in order],
+        )
+        for metric, profile in profiles.items()
+    )
+    return (
+        "<details><summary>Performance profiles under every metric</summary><p>The fraction "
+        "of datasets where a schedule's mean is within a factor τ of the best schedule's: of "
+        "the gap to the floor for a metric with one (KL, the sample distances, log-density), of "
+        "the value for losses and times. A target never reached counts as never within τ.</p>"
+        + tables
+        + "</details>"
     )
 
 
@@ -258,7 +316,10 @@ def page(view: StudyView, sections: Sequence[str], figures: dict[str, Path]) -> 
         "loss": "Training loss per dataset, one line per schedule (the paper's Figure 2)",
         "lr": "The learning rate each schedule used: a collapse shows as a drop off the axis",
         "kl": "KL per dataset with 95% Student-t intervals of the mean and the bias floor",
-        "kl_vs_time": "KL against training time",
+        "heldout": (
+            "Held-out EMA loss while training (median and band over seeds) and the target "
+            "time-to-target measures against (dashed)"
+        ),
     }
     figs = "".join(image(path, captions[name]) for name, path in figures.items())
     return (

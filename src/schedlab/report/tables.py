@@ -21,8 +21,10 @@ from schedlab.report.stats import (
 )
 
 PROFILE_TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
-# KL within this many bits of the floor counts as at the floor for the performance profile.
+# KL within this many bits of the floor counts as at the floor for the performance profile;
+# another floored metric within this fraction of its floor's size.
 EXCESS_FLOOR_BITS = 0.01
+FLOOR_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -81,24 +83,48 @@ def paired_rows(view: StudyView) -> list[PairedRow]:
 def ranks_and_profile(
     view: StudyView, rows: list[SummaryRow]
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Mean KL rank per schedule, and the performance profile of KL above its bias floor.
-
-    KL estimates can be negative (the estimator's bias), so ratios are taken on the excess over
-    each dataset's floor, clipped below at EXCESS_FLOOR_BITS. The means come from ``rows``.
-    """
+    """Mean KL rank per schedule, and the performance profile of KL above its bias floor."""
     metric = "kl_divergence"
     means: dict[str, dict[str, float]] = {label: {} for label in view.labels}
     for row in rows:
         if row.metric == metric:
             means[row.schedule][row.dataset] = row.mean
-    excess = {
-        label: {
-            d: max(v - view.floor(metric, d), EXCESS_FLOOR_BITS) if math.isfinite(v) else math.nan
-            for d, v in per.items()
-        }
-        for label, per in means.items()
-    }
-    return mean_ranks(means), performance_profile(excess, PROFILE_TAUS)
+    return mean_ranks(means), profiles_by_metric(view, rows).get(metric, {})
+
+
+def profile_gap(view: StudyView, metric: str, dataset: str, mean: float) -> float:
+    """What a performance profile takes ratios of (positive, lower is better), or NaN.
+
+    A metric with a floor is scored by its gap to the floor (estimators can go below 0, and
+    the floor is what a perfect model scores), clipped below at EXCESS_FLOOR_BITS for KL and at
+    FLOOR_MARGIN of the floor's size otherwise, so that every run at the floor ties for best.
+    A lower-is-better metric without a floor (losses, times) is scored by its value.
+    """
+    spec = METRICS[metric]
+    if not math.isfinite(mean) or spec.direction is None:
+        return math.nan
+    if spec.floor is None:
+        return mean if spec.direction == "lower" and mean > 0 else math.nan
+    floor = view.floor(metric, dataset)
+    gap = mean - floor if spec.direction == "lower" else floor - mean
+    margin = EXCESS_FLOOR_BITS if metric == "kl_divergence" else FLOOR_MARGIN * abs(floor)
+    return max(gap, margin) if math.isfinite(gap) and margin > 0 else math.nan
+
+
+def profiles_by_metric(
+    view: StudyView, rows: list[SummaryRow]
+) -> dict[str, dict[str, list[float]]]:
+    """metric -> schedule -> its performance profile at PROFILE_TAUS (Dolan & More), for every
+    shown metric that can be scored (``profile_gap``)."""
+    out = {}
+    for metric in shown_metrics(rows):
+        gaps: dict[str, dict[str, float]] = {label: {} for label in view.labels}
+        for row in rows:
+            if row.metric == metric:
+                gaps[row.schedule][row.dataset] = profile_gap(view, metric, row.dataset, row.mean)
+        if any(math.isfinite(v) for per in gaps.values() for v in per.values()):
+            out[metric] = performance_profile(gaps, PROFILE_TAUS)
+    return out
 
 
 def ranks_by_metric(labels: list[str], rows: list[SummaryRow]) -> dict[str, dict[str, float]]:
@@ -148,12 +174,17 @@ def cell_value(value: float, metric: str) -> str:
 
 
 def metric_grid(view: StudyView, rows: list[SummaryRow], metric: str) -> list[list[str]]:
-    """[[schedule, cell per dataset ...], ...] for one metric."""
+    """[[schedule, cell per dataset ...], ...] for one metric. A cell whose value exists for
+    only some of its finished runs (a target some seeds never reached) says how many."""
     digits = TABLE_METRICS[metric][1]
     index = {(r.schedule, r.dataset): r for r in rows if r.metric == metric}
-    return [
-        [label, *(cell(index[(label, d)], digits) for d in view.datasets)] for label in view.labels
-    ]
+
+    def shown(label: str, dataset: str) -> str:
+        row = index[(label, dataset)]
+        runs = len(view.values(label, dataset, metric))
+        return cell(row, digits) + (f" ({row.n} of {runs})" if row.n < runs else "")
+
+    return [[label, *(shown(label, d) for d in view.datasets)] for label in view.labels]
 
 
 def write_summary_csv(rows: list[SummaryRow], path: Path) -> None:

@@ -54,6 +54,7 @@ class Commit:
     training_time: float
     losses: np.ndarray
     lrs: np.ndarray
+    heldout_curve: np.ndarray  # [m, 2]: (steps done, held-out EMA loss)
     weights: tuple[np.ndarray, np.ndarray] | None  # raw and EMA, flat (done runs only)
     measurements: dict[str, tuple[str, float]]  # metric -> (measurement key, value)
     samples: tuple[str, np.ndarray, float] | None  # (sample key, points [m, d], seconds)

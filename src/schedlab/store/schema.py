@@ -1,9 +1,10 @@
-"""The store's tables (schema 2) and the migration from schema 1 (schedlab 0.1).
+"""The store's tables (schema 3) and the migrations from schemas 1 (schedlab 0.1) and 2.
 
-Schema 2 separates a run's training (``runs``, ``curves``, ``weights``: keyed by the training
+Schema 2 separated a run's training (``runs``, ``curves``, ``weights``: keyed by the training
 identity) from its measurements (``measurements``, ``samples``: keyed by the run and a
 measurement key), keeps every registered plan (``studies``, ``plan_runs``: appended, never
-deleted), and records each run's engine, its claims (``attempts``) and its lease.
+deleted), and records each run's engine, its claims (``attempts``) and its lease. Schema 3
+adds each run's held-out EMA loss curve (``curves.heldout``: [m, 2] of steps and losses).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from schedlab.plan import NUMERIC_VERSION, run_id_of
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.store.status import STORED, RunStatus
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _STATUS_CHECK = ", ".join(f"'{s}'" for s in STORED)
 TABLES = [
@@ -68,7 +69,9 @@ TABLES = [
         measured_at REAL NOT NULL,
         PRIMARY KEY (run_id, metric, mkey)
     )""",
-    "CREATE TABLE curves (run_id TEXT PRIMARY KEY REFERENCES runs(run_id), loss BLOB, lr BLOB)",
+    """CREATE TABLE curves (
+        run_id TEXT PRIMARY KEY REFERENCES runs(run_id), loss BLOB, lr BLOB, heldout BLOB
+    )""",
     """CREATE TABLE weights (
         run_id TEXT PRIMARY KEY REFERENCES runs(run_id), raw BLOB NOT NULL, ema BLOB NOT NULL
     )""",
@@ -84,14 +87,29 @@ TABLES = [
 
 
 def create(conn: sqlite3.Connection) -> None:
-    """The tables of schema 2 (inside the caller's transaction)."""
+    """The tables of the current schema (inside the caller's transaction)."""
     for statement in TABLES:
         conn.execute(statement)
     conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """A store of schema ``version`` brought to the current one, inside the caller's
+    transaction."""
+    if version == 1:
+        migrate_from_1(conn)
+    else:
+        migrate_from_2(conn)
+
+
+def migrate_from_2(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: curves get a held-out column; runs trained before it have none."""
+    conn.execute("ALTER TABLE curves ADD COLUMN heldout BLOB")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
 def migrate_from_1(conn: sqlite3.Connection) -> None:
-    """Schema 1 -> 2 inside the caller's transaction: every run kept under its new id.
+    """Schema 1 -> current inside the caller's transaction: every run kept under its new id.
 
     Schema 1 hashed eval settings into a run's id and did not record the engine. A run keeps
     its status, curves, samples and metrics; its metrics go under the measurement keys of the
@@ -161,7 +179,8 @@ def migrate_from_1(conn: sqlite3.Connection) -> None:
             (new_id, sample_key(eval_settings), metrics.get("inference_time"), old_id),
         )
         conn.execute(
-            "INSERT OR IGNORE INTO curves SELECT ?, loss, lr FROM v1_curves WHERE run_id = ?",
+            "INSERT OR IGNORE INTO curves (run_id, loss, lr) "
+            "SELECT ?, loss, lr FROM v1_curves WHERE run_id = ?",
             (new_id, old_id),
         )
     for name, spec, updated_at in conn.execute("SELECT * FROM v1_studies").fetchall():

@@ -19,17 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from schedlab.store.arrays import decode_array, encode_array
-from schedlab.store.records import Commit, PlannedRun, RunRecord
-from schedlab.store.schema import SCHEMA_VERSION, create, migrate_from_1, plan_id_of
+from schedlab.store.arrays import encode_array
+from schedlab.store.reads import StoreReads
+from schedlab.store.records import Commit, PlannedRun
+from schedlab.store.schema import SCHEMA_VERSION, create, migrate, plan_id_of
 from schedlab.store.status import FINISHED, RunStatus, shown_status
 
 PENDING, RUNNING, FAILED = RunStatus.PENDING, RunStatus.RUNNING, RunStatus.FAILED
-
-_RUN_COLUMNS = (
-    "run_id, dataset, schedule, params, seed, settings, engine, status, error, diverged_at, "
-    "attempts, owner, lease_expires, training_time, host, versions, origin"
-)
 
 
 def default_path(study: str) -> Path:
@@ -41,7 +37,7 @@ class StoreError(ValueError):
     """A store that cannot be used as it is; the message says why."""
 
 
-class Store:
+class Store(StoreReads):
     def __init__(self, path: Path, create: bool = True, read_only: bool = False) -> None:
         """Open (or, with ``create``, make) a store. ``read_only`` never writes to the file:
         a store of an older schema is then migrated in memory for this reader only."""
@@ -85,15 +81,15 @@ class Store:
                     f"{self.path} was written by a newer schedlab (store schema "
                     f"{version}, this schedlab reads {SCHEMA_VERSION}); upgrade schedlab"
                 )
-            if version != 1:
+            if version not in (1, 2):
                 raise StoreError(
                     f"{self.path} has store schema {version}; this schedlab reads schemas 1 "
-                    f"and {SCHEMA_VERSION}"
+                    f"to {SCHEMA_VERSION}"
                 )
             if not self.read_only:
-                migrate_from_1(c)
+                migrate(c, version)
                 return
-        self._migrate_in_memory()
+        self._migrate_in_memory(version)
 
     def _version(self, c: sqlite3.Connection, tables: set[str]) -> int:
         if "meta" not in tables:
@@ -101,13 +97,13 @@ class Store:
         row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         return int(row[0]) if row else 0
 
-    def _migrate_in_memory(self) -> None:
+    def _migrate_in_memory(self, version: int) -> None:
         memory = sqlite3.connect(":memory:", isolation_level=None)
         self.conn.backup(memory)
         self.conn.close()
         self.conn = memory
         with self._transaction() as c:
-            migrate_from_1(c)
+            migrate(c, version)
 
     def close(self) -> None:
         self.conn.close()
@@ -159,20 +155,6 @@ class Store:
                     (plan_id, run.label, run.run_id, position),
                 )
         return plan_id
-
-    def latest_plan(self, name: str) -> tuple[str, dict[str, Any]] | None:
-        """(plan id, spec) of the plan last registered under ``name``."""
-        row = self.conn.execute(
-            "SELECT plan_id, spec FROM studies WHERE name = ? ORDER BY registered_at DESC LIMIT 1",
-            (name,),
-        ).fetchone()
-        return (row[0], json.loads(row[1])) if row else None
-
-    def plan_pairs(self, plan_id: str) -> list[tuple[str, str]]:
-        """(label, run id) of a registered plan, in plan order."""
-        return self.conn.execute(
-            "SELECT label, run_id FROM plan_runs WHERE plan_id = ? ORDER BY position", (plan_id,)
-        ).fetchall()
 
     def status(self, run_id: str) -> str | None:
         row = self.conn.execute(
@@ -251,8 +233,13 @@ class Store:
                 return False
             c.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
             c.execute(
-                "INSERT INTO curves VALUES (?, ?, ?)",
-                (run_id, encode_array(commit.losses.astype(np.float32)), encode_array(commit.lrs)),
+                "INSERT INTO curves VALUES (?, ?, ?, ?)",
+                (
+                    run_id,
+                    encode_array(commit.losses.astype(np.float32)),
+                    encode_array(commit.lrs),
+                    encode_array(commit.heldout_curve),
+                ),
             )
             if commit.weights is not None:
                 # Weights barely compress; level 1 saves time, not space.
@@ -304,78 +291,3 @@ class Store:
                 "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
                 (run_id, skey, encode_array(points.astype(np.float32)), seconds),
             )
-
-    def measured_keys(self, run_id: str) -> set[tuple[str, str]]:
-        """(metric, measurement key) pairs stored for a run."""
-        rows = self.conn.execute(
-            "SELECT metric, mkey FROM measurements WHERE run_id = ?", (run_id,)
-        ).fetchall()
-        return {(m, k) for m, k in rows}
-
-    def records_for(
-        self, pairs: Iterable[tuple[str, str]], mkeys: Mapping[str, str]
-    ) -> list[RunRecord]:
-        """One record per (label, run id) known to the store, in the given order, with the
-        metrics stored under ``mkeys`` (metric -> measurement key)."""
-        now = time.time()
-        out = []
-        for label, run_id in pairs:
-            row = self.conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            if row is None:
-                continue
-            stored = {
-                (metric, mkey): value
-                for metric, mkey, value in self.conn.execute(
-                    "SELECT metric, mkey, value FROM measurements WHERE run_id = ?", (run_id,)
-                )
-            }
-            metrics = {
-                metric: float("nan") if stored.get((metric, mkey)) is None else stored[metric, mkey]
-                for metric, mkey in mkeys.items()
-            }
-            out.append(
-                RunRecord(
-                    run_id=run_id,
-                    label=label,
-                    dataset=row[1],
-                    schedule=row[2],
-                    params=json.loads(row[3]),
-                    seed=row[4],
-                    settings=json.loads(row[5]),
-                    engine=row[6],
-                    status=shown_status(row[7], row[11], row[12], now),
-                    error=row[8],
-                    diverged_at=row[9],
-                    attempts=row[10],
-                    training_time=row[13],
-                    host=row[14],
-                    versions=json.loads(row[15]) if row[15] else {},
-                    origin=row[16],
-                    metrics=metrics,
-                )
-            )
-        return out
-
-    def curves(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        row = self.conn.execute(
-            "SELECT loss, lr FROM curves WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return (decode_array(row[0]), decode_array(row[1])) if row else None
-
-    def samples(self, run_id: str, skey: str) -> tuple[np.ndarray, float] | None:
-        """A run's generated samples under a sample key, and the seconds drawing them took."""
-        row = self.conn.execute(
-            "SELECT points, seconds FROM samples WHERE run_id = ? AND skey = ?", (run_id, skey)
-        ).fetchone()
-        return (
-            (decode_array(row[0]), row[1] if row[1] is not None else float("nan")) if row else None
-        )
-
-    def weights(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """A finished run's raw and EMA weights, flat, or None when not stored."""
-        row = self.conn.execute(
-            "SELECT raw, ema FROM weights WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return (decode_array(row[0]), decode_array(row[1])) if row else None

@@ -39,6 +39,14 @@ class TrainResult:
     lrs: np.ndarray  # LR the optimizer used at each completed step
     training_time: float  # seconds of the training loop alone
     diverged_at: int | None  # first step whose loss was NaN/inf
+    # [m, 2]: (steps done, held-out loss of the EMA weights) every curve_every steps and at
+    # the end; empty when no held-out loss was given.
+    heldout_curve: np.ndarray
+
+
+def curve_due(done: int, settings: TrainSettings) -> bool:
+    """Whether a held-out curve point is taken after ``done`` steps."""
+    return done % settings.curve_interval == 0 or done == settings.steps
 
 
 def build_model(settings: TrainSettings, seed: int, in_dim: int = 2) -> Denoiser:

@@ -26,6 +26,7 @@ from schedlab.training.common import (
     TrainResult,
     batches,
     build_model,
+    curve_due,
     noise_schedule,
 )
 from schedlab.training.ema import EMA
@@ -42,7 +43,8 @@ def train_reference(
     device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train one run on ``points`` [n, d]. ``heldout_loss`` feeds a plateau schedule that watches
-    the held-out loss.
+    the held-out loss, and measures the EMA weights for the held-out curve (its time is not
+    counted in the training time).
 
     The returned models are on the CPU, whatever ``device`` trained them.
     """
@@ -61,6 +63,8 @@ def train_reference(
     losses = np.empty(settings.steps, dtype=np.float64)
     lrs = np.empty(settings.steps, dtype=np.float64)
     diverged_at = None
+    curve: list[tuple[int, float]] = []
+    measuring = 0.0  # seconds spent on the held-out curve, taken out of the training time
     model.train()
     start = time.perf_counter()
     for step, batch in zip(range(settings.steps), batches(data, settings, seed), strict=False):
@@ -79,11 +83,21 @@ def train_reference(
         if step % settings.ema_every == 0:
             with evaluation_weights(optimizer):
                 ema.update(step)
+        if heldout_loss is not None and curve_due(step + 1, settings):
+            began = time.perf_counter()
+            curve.append((step + 1, heldout_loss(copy.deepcopy(ema.ema_model).cpu())))
+            measuring += time.perf_counter() - began
         if progress is not None and (step + 1) % PROGRESS_EVERY == 0:
             progress(step + 1, value, lrs[step])
-    training_time = time.perf_counter() - start
+    training_time = time.perf_counter() - start - measuring
     finish_training(optimizer)
     done = settings.steps if diverged_at is None else diverged_at + 1
     return TrainResult(
-        model.cpu(), ema.ema_model.cpu(), losses[:done], lrs[:done], training_time, diverged_at
+        model.cpu(),
+        ema.ema_model.cpu(),
+        losses[:done],
+        lrs[:done],
+        training_time,
+        diverged_at,
+        np.array(curve, dtype=np.float64).reshape(-1, 2),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
+import time
 import warnings
 from collections.abc import Callable
 
@@ -30,6 +31,7 @@ from schedlab.training.common import (
     Progress,
     TrainResult,
     batch_bounds,
+    curve_due,
     epoch_draws,
     noise_schedule,
 )
@@ -90,8 +92,12 @@ def train_shard(
     progress: Progress | None,
     use_compile: bool,
     stop: threading.Event,
-) -> list[TrainResult]:
-    """One shard's training loop: every member (from its ``initial`` model) on one fleet."""
+) -> tuple[list[TrainResult], float]:
+    """One shard's training loop: every member (from its ``initial`` model) on one fleet.
+
+    ``heldout_loss(k, model)`` also measures member k's EMA weights for its held-out curve.
+    Returns the results and the seconds the curves took (not training time).
+    """
     k_runs = len(members)
     n, dim = members[0].points.shape
     dtype = settings.torch_dtype
@@ -107,6 +113,8 @@ def train_shard(
     losses = np.full((settings.steps, k_runs), np.nan)
     lrs = np.full((settings.steps, k_runs), np.nan)
     diverged_at: list[int | None] = [None] * k_runs
+    curves: list[list[tuple[int, float]]] = [[] for _ in members]
+    measuring = 0.0
 
     losses_and_gradients = LossesAndGradients(fleet, use_compile)
 
@@ -147,6 +155,13 @@ def train_shard(
                     drivers[k].step(values[k], watched(k))
             ema.update(step)
             step += 1
+            if heldout_loss is not None and curve_due(step, settings):
+                began = time.perf_counter()
+                for k in range(k_runs):
+                    if active[k]:
+                        ema_model = fleet.member(k, template, ema.averages[0])
+                        curves[k].append((step, heldout_loss(k, ema_model)))
+                measuring += time.perf_counter() - began
             if progress is not None and step % PROGRESS_EVERY == 0:
                 alive = [v for v, a in zip(values, active, strict=True) if a]
                 progress(step, float(np.mean(alive)) if alive else math.nan, max(lr))
@@ -163,6 +178,7 @@ def train_shard(
                 lrs[:done, k].copy(),
                 math.nan,  # train_fleet sets the fleet's time per run
                 diverged_at[k],
+                np.array(curves[k], dtype=np.float64).reshape(-1, 2),
             )
         )
-    return results
+    return results, measuring

@@ -44,10 +44,11 @@ def train_fleet(
     """Train every member for ``settings.steps`` steps; one TrainResult per member.
 
     ``heldout_loss(k, model)`` feeds member k's plateau schedule when it watches the held-out
-    loss. Each result's training_time is the fleet's wall time divided by K (compilation
-    included). ``use_compile`` None means: on a GPU only (on 2 CPU cores torch.compile did not
-    make the step faster). ``shards`` defaults to one per thread torch computes with (CPU);
-    ``progress`` follows the first shard.
+    loss, and measures each member's EMA weights for its held-out curve. Each result's
+    training_time is the fleet's wall time, less the time its curves took, divided by K
+    (compilation included). ``use_compile`` None means: on a GPU only (on 2 CPU cores
+    torch.compile did not make the step faster). ``shards`` defaults to one per thread torch
+    computes with (CPU); ``progress`` follows the first shard.
     """
     if any(engine_for("fleet", m.schedule) != "fleet" for m in members):
         raise ValueError("schedule_free runs train in the reference loop, not in a fleet")
@@ -64,7 +65,9 @@ def train_fleet(
     size = math.ceil(len(members) / shards)
     groups = [(lo, members[lo : lo + size]) for lo in range(0, len(members), size)]
 
-    def train(offset: int, group: list[Member], report: Progress | None) -> list[TrainResult]:
+    def train(
+        offset: int, group: list[Member], report: Progress | None
+    ) -> tuple[list[TrainResult], float]:
         def heldout(k: int, model: Denoiser) -> float:
             assert heldout_loss is not None
             return heldout_loss(offset + k, model)
@@ -80,7 +83,7 @@ def train_fleet(
     with ThreadPoolExecutor(max(1, len(groups) - 1)) as pool, _single_threaded(device):
         others = [pool.submit(_in_shard_thread, stop, train, lo, g, None) for lo, g in groups[1:]]
         try:
-            results = train(0, groups[0][1], progress)
+            shard_results = [train(0, groups[0][1], progress)]
         except BaseException:
             stop.set()
             for future in others:  # a shard's own error says more than that it was stopped
@@ -88,15 +91,17 @@ def train_fleet(
                 if error is not None and not isinstance(error, ShardStoppedError):
                     raise error from None
             raise
-        for future in others:
-            results += future.result()
-    training_time = (time.perf_counter() - start) / len(members)
+        shard_results += [future.result() for future in others]
+    # Shards measure side by side: the wall time less the slowest shard's curves.
+    measuring = max(seconds for _, seconds in shard_results)
+    training_time = (time.perf_counter() - start - measuring) / len(members)
+    results = [r for shard, _ in shard_results for r in shard]
     return [dataclasses.replace(r, training_time=training_time) for r in results]
 
 
 def _in_shard_thread(
-    stop: threading.Event, train: Callable[..., list[TrainResult]], *args: object
-) -> list[TrainResult]:
+    stop: threading.Event, train: Callable[..., tuple[list[TrainResult], float]], *args: object
+) -> tuple[list[TrainResult], float]:
     torch.set_num_threads(1)  # this thread's own setting; the thread ends with the shard
     torch.set_flush_denormal(True)
     try:

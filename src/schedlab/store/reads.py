@@ -1,0 +1,127 @@
+"""Reading the store: plans, run records with their measurements, curves, samples, weights.
+
+``Store`` inherits these; they only read (a read-only store serves every one of them).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from schedlab.store.arrays import decode_array
+from schedlab.store.records import RunRecord
+from schedlab.store.status import shown_status
+
+_RUN_COLUMNS = (
+    "run_id, dataset, schedule, params, seed, settings, engine, status, error, diverged_at, "
+    "attempts, owner, lease_expires, training_time, host, versions, origin"
+)
+
+
+class StoreReads:
+    conn: sqlite3.Connection
+
+    def latest_plan(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """(plan id, spec) of the plan last registered under ``name``."""
+        row = self.conn.execute(
+            "SELECT plan_id, spec FROM studies WHERE name = ? ORDER BY registered_at DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def plan_pairs(self, plan_id: str) -> list[tuple[str, str]]:
+        """(label, run id) of a registered plan, in plan order."""
+        return self.conn.execute(
+            "SELECT label, run_id FROM plan_runs WHERE plan_id = ? ORDER BY position", (plan_id,)
+        ).fetchall()
+
+    def measured_keys(self, run_id: str) -> set[tuple[str, str]]:
+        """(metric, measurement key) pairs stored for a run."""
+        rows = self.conn.execute(
+            "SELECT metric, mkey FROM measurements WHERE run_id = ?", (run_id,)
+        ).fetchall()
+        return {(m, k) for m, k in rows}
+
+    def records_for(
+        self, pairs: Iterable[tuple[str, str]], mkeys: Mapping[str, str]
+    ) -> list[RunRecord]:
+        """One record per (label, run id) known to the store, in the given order, with the
+        metrics stored under ``mkeys`` (metric -> measurement key)."""
+        now = time.time()
+        out = []
+        for label, run_id in pairs:
+            row = self.conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                continue
+            stored = {
+                (metric, mkey): value
+                for metric, mkey, value in self.conn.execute(
+                    "SELECT metric, mkey, value FROM measurements WHERE run_id = ?", (run_id,)
+                )
+            }
+            metrics = {
+                metric: float("nan") if stored.get((metric, mkey)) is None else stored[metric, mkey]
+                for metric, mkey in mkeys.items()
+            }
+            out.append(
+                RunRecord(
+                    run_id=run_id,
+                    label=label,
+                    dataset=row[1],
+                    schedule=row[2],
+                    params=json.loads(row[3]),
+                    seed=row[4],
+                    settings=json.loads(row[5]),
+                    engine=row[6],
+                    status=shown_status(row[7], row[11], row[12], now),
+                    error=row[8],
+                    diverged_at=row[9],
+                    attempts=row[10],
+                    training_time=row[13],
+                    host=row[14],
+                    versions=json.loads(row[15]) if row[15] else {},
+                    origin=row[16],
+                    metrics=metrics,
+                )
+            )
+        return out
+
+    def curves(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        row = self.conn.execute(
+            "SELECT loss, lr FROM curves WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return (decode_array(row[0]), decode_array(row[1])) if row else None
+
+    def heldout_curves(self, run_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """run id -> its held-out EMA loss curve [m, 2], for the runs that recorded one."""
+        out = {}
+        for run_id in run_ids:
+            row = self.conn.execute(
+                "SELECT heldout FROM curves WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row and row[0] is not None:
+                out[run_id] = decode_array(row[0])
+        return out
+
+    def samples(self, run_id: str, skey: str) -> tuple[np.ndarray, float] | None:
+        """A run's generated samples under a sample key, and the seconds drawing them took."""
+        row = self.conn.execute(
+            "SELECT points, seconds FROM samples WHERE run_id = ? AND skey = ?", (run_id, skey)
+        ).fetchone()
+        return (
+            (decode_array(row[0]), row[1] if row[1] is not None else float("nan")) if row else None
+        )
+
+    def weights(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A finished run's raw and EMA weights, flat, or None when not stored."""
+        row = self.conn.execute(
+            "SELECT raw, ema FROM weights WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return (decode_array(row[0]), decode_array(row[1])) if row else None
