@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 from scipy.signal.windows import hann
 
 from schedlab.report.data import StudyView
@@ -184,11 +185,13 @@ def heldout_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
             ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
         ax.set(title=dataset, xlabel="optimizer step", ylabel="held-out loss, EMA weights")
         ax.set_yscale("log")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(FormatStrFormatter("%.3g"))  # plain numbers, not 8.5 x 10^-1
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    fig.suptitle("Held-out EMA loss while training: median over seeds, band over seeds")
+    fig.suptitle("Held-out EMA loss while training (median, band over seeds)")
     return save(fig, out_dir, "heldout")
 
 
