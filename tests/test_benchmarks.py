@@ -26,3 +26,19 @@ def test_engine_benchmark_quick_writes_its_json(tmp_path):
     breakdown = numbers["fleet_step_breakdown_ms"]
     assert breakdown["K"] == 3
     assert 0 < breakdown["gemm_ms"] + breakdown["adamw_ms"] < breakdown["total_ms"]
+
+
+@pytest.mark.slow
+def test_scaleout_benchmark_quick_writes_its_json(tmp_path):
+    out = tmp_path / "scaleout.json"
+    script = str(ROOT / "benchmarks" / "scaleout.py")
+    subprocess.run([sys.executable, script, "--quick", "--json", str(out)], check=True)
+    numbers = json.loads(out.read_text())
+    for key, nodes in (("one_node", 1), ("two_nodes", 2)):
+        row = numbers[key]
+        assert row["nodes"] == nodes and row["runs_done"] == 8
+        assert len(row["task_s_per_node"]) == nodes  # every node trained a fleet
+        assert row["startup_s"] > 0 and row["wall_s"] > max(row["task_s_per_node"])
+    assert numbers["speedup"] == pytest.approx(
+        numbers["one_node"]["wall_s"] / numbers["two_nodes"]["wall_s"]
+    )

@@ -85,6 +85,9 @@ def status_table(study: StudySpec, store: Store, engine: str) -> Table:
     return table
 
 
+EXECUTORS = ("local", "ray")
+
+
 @app.command()
 @one_line_errors
 def run(
@@ -95,6 +98,14 @@ def run(
     device: DeviceOption = "cpu",
     use_compile: CompileOption = None,
     lease: LeaseOption = 120.0,
+    executor: Annotated[
+        str,
+        typer.Option(help="local (fleets in this process) or ray (fleets as Ray tasks)"),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (ray start --head prints it); default: a local one"),
+    ] = None,
 ) -> None:
     """Run a study: plan the grid, train what is not finished, measure what is missing.
 
@@ -111,9 +122,12 @@ def run(
 
     from schedlab.config.engines import check_engine_options
     from schedlab.execute.driver import Events
-    from schedlab.execute.local import run_study
 
-    check_engine_options(engine, fleet_size, device)
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise ValueError("--address joins a Ray cluster: it needs --executor ray")
+    check_engine_options(engine, fleet_size, device, local=executor == "local")
     if not lease > 0:
         raise ValueError(f"--lease must be a positive number of seconds, got {lease}")
     spec = load(study, engine)
@@ -131,7 +145,8 @@ def run(
         ) as bar,
     ):
         overall = bar.add_task("runs", total=None, info="")
-        current = bar.add_task("run", total=spec.train.steps, info="")
+        # Steps are followed in this process only: a Ray task reports when its fleet is done.
+        current = bar.add_task("run", total=spec.train.steps, info="", visible=executor == "local")
 
         def started(description: str, done: int, total: int) -> None:
             bar.update(overall, total=total, completed=done)
@@ -143,18 +158,16 @@ def run(
         def finished(run: Any, status: str) -> None:
             bar.advance(overall)
 
+        events = Events(started, finished)
         try:
-            summary = run_study(
-                spec,
-                db,
-                Events(started, finished),
-                engine,
-                fleet_size,
-                device,
-                use_compile,
-                step,
-                lease,
-            )
+            if executor == "ray":
+                summary = on_ray(spec, db, events, engine, fleet_size, device, address, lease)
+            else:
+                from schedlab.execute.local import run_study
+
+                summary = run_study(
+                    spec, db, events, engine, fleet_size, device, use_compile, step, lease
+                )
         except KeyboardInterrupt:
             bar.stop()
             err.print(
@@ -166,6 +179,23 @@ def run(
     report_outcome(summary, path)
     if summary.outcomes[RunStatus.FAILED]:
         raise typer.Exit(1)
+
+
+def on_ray(
+    spec: StudySpec,
+    db: Store,
+    events: Any,
+    engine: str,
+    fleet_size: int | None,
+    device: str,
+    address: str | None,
+    lease: float,
+) -> StudyOutcome:
+    try:
+        from schedlab.execute.ray_executor import run_study_on_ray
+    except ImportError:
+        fail("--executor ray needs Ray: pip install 'schedlab[ray]'")
+    return run_study_on_ray(spec, db, events, engine, fleet_size, device, address, lease)
 
 
 def report_outcome(summary: StudyOutcome, path: Path) -> None:

@@ -18,6 +18,8 @@ DEVICES = ("cpu", "cuda")
 # Fleet sizes that ran fastest per model-step (benchmarks/engine.py): on 2 CPU cores K = 20
 # (two shards of 10) edged out K = 60; a GPU wants as many runs as there are.
 DEFAULT_FLEET_SIZE = {"cpu": 20, "cuda": 256}
+# On a node of any size: runs per single-threaded shard, the 2-core default's 10.
+RUNS_PER_SHARD = 10
 
 
 def engine_for(requested: str, schedule: ScheduleSpec) -> Engine:
@@ -34,14 +36,17 @@ def check_engine(engine: str) -> Engine:
     return engine  # type: ignore[return-value]
 
 
-def check_engine_options(engine: str, fleet_size: int | None, device: str) -> None:
-    """One-line errors for the execution options of `schedlab run` and `schedlab train`."""
+def check_engine_options(
+    engine: str, fleet_size: int | None, device: str, local: bool = True
+) -> None:
+    """One-line errors for the execution options of `schedlab run` and `schedlab train`.
+    A ``local`` CUDA request needs a GPU here; on a cluster, the executor checks."""
     check_engine(engine)
     if fleet_size is not None and fleet_size < 1:
         raise ValueError(f"--fleet-size must be a positive int, got {fleet_size}")
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)}")
-    if device == "cuda":
+    if device == "cuda" and local:
         import torch  # only a CUDA request needs to ask torch
 
         if not torch.cuda.is_available():

@@ -26,6 +26,10 @@ class Executor(Protocol):
     # Fleets handed over at once; the driver claims this many before calling ``run``.
     capacity: int
 
+    def fleet_size(self, runs: int, largest: int) -> int:
+        """Runs per fleet for ``runs`` runs to train, at most ``largest``."""
+        ...
+
     def run(self, fleets: list[list[RunSpec]]) -> Iterator[RunOutcome]:
         """Train and measure every run of ``fleets``; yield each run's outcome as it is ready."""
         ...

@@ -126,7 +126,7 @@ class Driver:
         with Heartbeat(self.store, self.owner, self.lease_s):
             while True:
                 todo = self._claimable(runs, tried)
-                fleets = plan.fleets(todo, size)
+                fleets = plan.fleets(todo, executor.fleet_size(len(todo), size))
                 if todo and self._train(fleets, executor, tried, outcome, len(runs)):
                     continue
                 if todo or any(self.store.status(r.run_id) == RunStatus.RUNNING for r in runs):
@@ -172,6 +172,8 @@ class Driver:
             claims += len(in_flight)
             first = claimed[0]
             what = f"fleet of {len(first)} runs" if len(first) > 1 else describe(first[0])
+            if len(claimed) > 1:
+                what = f"{len(claimed)} fleets, {len(in_flight)} runs"
             self.events.started(what, self.finished, total)
             try:
                 for result in executor.run(claimed):

@@ -21,6 +21,9 @@ class LocalExecutor:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
+    def fleet_size(self, runs: int, largest: int) -> int:
+        return largest
+
     def run(self, fleets: list[list[RunSpec]]) -> Iterator[RunOutcome]:
         for fleet in fleets:
             yield from self.worker.train_fleet(fleet)

@@ -1,0 +1,175 @@
+"""The Ray executor on a local 2-node cluster (loopback only): the same numbers as the local
+executor, a node lost mid-study, a fleet that fails alone. About a minute in all."""
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+# Keep Ray on 127.0.0.1 (set before Ray starts); workers import the test's user schedule.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+USER_SCHEDULES = Path(__file__).parent / "fixtures" / "user_schedules"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(USER_SCHEDULES), os.environ.get("PYTHONPATH")) if p
+)
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from schedlab.cli import app  # noqa: E402
+from schedlab.config.study import parse_study  # noqa: E402
+from schedlab.execute.local import run_study  # noqa: E402
+from schedlab.execute.ray_executor import RayExecutor, run_study_on_ray  # noqa: E402
+from schedlab.store.store import Store  # noqa: E402
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+STUDY = """name = "onray"
+datasets = ["moons", "line"]
+seeds = 2
+[data]
+n = 1200
+[train]
+steps = {steps}
+batch_size = 100
+emb_size = 8
+hidden_size = 16
+hidden_layers = 1
+[eval]
+samples = 120
+heldout = 200
+[[schedules]]
+name = "cosine"
+[[schedules]]
+name = "step"
+params = {{ step_size = 20, gamma = 0.5 }}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node, one CPU each, on 127.0.0.1."""
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    extra = nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, log_to_driver=False)
+    yield nodes, extra
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def stored(path):
+    """Every stored number that does not measure time, and every run's attempts."""
+    with sqlite3.connect(path) as c:
+        values = c.execute(
+            "SELECT run_id, metric, value FROM measurements "
+            "WHERE metric NOT IN ('training_time', 'inference_time') ORDER BY 1, 2"
+        ).fetchall()
+        arrays = c.execute("SELECT * FROM curves ORDER BY 1").fetchall()
+        weights = c.execute("SELECT * FROM weights ORDER BY 1").fetchall()
+        runs = c.execute("SELECT run_id, status, attempts FROM runs ORDER BY 1").fetchall()
+    return values, arrays, weights, runs
+
+
+def test_a_study_on_two_nodes_equals_the_local_executors(cluster, tmp_path):
+    study = parse_study(STUDY.format(steps=40), "s.toml")
+    with Store(tmp_path / "local.sqlite") as db:
+        run_study(study, db, fleet_size=2)
+    with Store(tmp_path / "ray.sqlite") as db:
+        outcome = run_study_on_ray(study, db, fleet_size=2)
+    assert outcome.outcomes == {"done": 8}
+    # Both nodes trained: one line of throughput each.
+    assert len([n for n in outcome.notes if n.startswith("node ")]) == 2
+    local, on_ray = stored(tmp_path / "local.sqlite"), stored(tmp_path / "ray.sqlite")
+    assert on_ray[0] == local[0] and len(local[0]) > 8 * 10  # every metric, bit for bit
+    assert on_ray[1] == local[1] and on_ray[2] == local[2]  # curves and weights too
+    assert {(status, attempts) for _, status, attempts in on_ray[3]} == {("done", 1)}
+
+
+def test_fleets_fill_the_slots_in_equal_rounds(cluster):
+    executor = RayExecutor()
+    assert executor.slots.count == 2 and executor.slots.cpus == 1
+    assert executor.fleet_size(8, 20) == 4  # two fleets of 4, not 8 on one node
+    assert executor.fleet_size(48, 20) == 12  # 4 fleets: two rounds, no lone tail fleet
+    assert executor.fleet_size(1, 20) == 1 and executor.fleet_size(0, 20) == 1
+
+
+def test_a_fleet_that_raises_fails_its_own_runs_only(cluster, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(USER_SCHEDULES))  # the driver validates it too
+    text = STUDY.format(steps=20) + '[[schedules]]\nname = "broken_schedule:broken"\n'
+    study = parse_study(text.replace('["moons", "line"]', '["moons"]'), "s.toml")
+    with Store(tmp_path / "s.sqlite") as db:
+        outcome = run_study_on_ray(study, db, fleet_size=2)
+    assert outcome.outcomes == {"done": 4, "failed": 2}
+    runs = sqlite3.connect(tmp_path / "s.sqlite").execute(
+        "SELECT schedule, status, error FROM runs"
+    )
+    failed = {(s, e) for s, status, e in runs if status == "failed"}
+    assert failed == {
+        ("broken_schedule:broken", "RuntimeError: this schedule is broken on purpose")
+    }
+
+
+def test_the_cli_runs_a_study_on_the_cluster_it_is_given(cluster, tmp_path):
+    nodes, _ = cluster
+    path = tmp_path / "s.toml"
+    path.write_text(STUDY.format(steps=20).replace('["moons", "line"]', '["moons"]'))
+    store = str(tmp_path / "s.sqlite")
+    args = ["run", str(path), "--store", store, "--executor", "ray", "--address", nodes.address]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "4 runs planned, 0 already finished; this run: 4 done" in result.stdout
+    assert "note: node " in result.stdout  # per-node throughput
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--executor", "dask"], "error: unknown executor 'dask'; valid executors: local, ray"),
+        (["--address", "127.0.0.1:1"], "error: --address joins a Ray cluster: it needs"),
+    ],
+)
+def test_executor_options_are_checked(args, message):
+    result = runner.invoke(app, ["run", "quick", *args])
+    assert result.exit_code == 2 and result.stderr.startswith(message)
+
+
+def running(path):
+    """How many runs the store says are running (0 before the driver made the store)."""
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path, timeout=30) as c:
+        try:
+            return c.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return 0
+
+
+def test_a_node_lost_mid_study_costs_no_run(cluster, tmp_path):
+    nodes, extra = cluster
+    study = parse_study(STUDY.format(steps=15000), "s.toml")
+    path = tmp_path / "s.sqlite"
+    result = {}
+
+    def drive():
+        with Store(path) as db:
+            result["outcome"] = run_study_on_ray(study, db, fleet_size=4)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    while not running(path):
+        time.sleep(0.2)
+    time.sleep(2)  # both fleets are training (or starting), one on each node
+    nodes.remove_node(extra)
+    driver.join(timeout=240)
+    assert result["outcome"].outcomes == {"done": 8}
+    # The lost node's fleet was trained again on the head: only the head returned results.
+    assert len([n for n in result["outcome"].notes if n.startswith("node ")]) == 1
+    runs = stored(path)[3]
+    assert {(status, attempts) for _, status, attempts in runs} == {("done", 1)}
