@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 
-# Keep Ray on 127.0.0.1 (set before Ray starts); workers import the test's user schedule.
+# Keep Ray on 127.0.0.1 (set before Ray starts).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 USER_SCHEDULES = Path(__file__).parent / "fixtures" / "user_schedules"
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(USER_SCHEDULES), os.environ.get("PYTHONPATH")) if p
-)
 
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -53,11 +50,20 @@ params = {{ step_size = 20, gamma = 0.5 }}
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and a second node, one CPU each, on 127.0.0.1."""
-    nodes = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-    )
-    extra = nodes.add_node(num_cpus=1)
+    """A head and a second node, one CPU each, on 127.0.0.1; their workers can import the
+    test's user schedule (they inherit PYTHONPATH as the nodes start)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(USER_SCHEDULES), before) if p)
+    try:
+        nodes = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+        )
+        extra = nodes.add_node(num_cpus=1)
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
     ray.init(address=nodes.address, log_to_driver=False)
     yield nodes, extra
     ray.shutdown()

@@ -11,6 +11,7 @@ puts their runs back to pending.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -30,6 +31,7 @@ from schedlab.store.store import Store
 
 # Ray retries a task this many times when its worker or node dies (not when it raises).
 TASK_RETRIES = 3
+WAIT_S = 0.5  # the longest a Ctrl-C waits to be seen
 
 
 @dataclass
@@ -113,9 +115,10 @@ class RayExecutor:
         }
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                fleet = pending.pop(ready[0])
-                yield from self._outcomes(ready[0], fleet)
+                # A bounded wait: Ctrl-C reaches Python only between calls into Ray.
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                for ref in ready:
+                    yield from self._outcomes(ref, pending.pop(ref))
         finally:  # Ctrl-C, or the driver stopped listening: nothing keeps training
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -147,7 +150,12 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,  # schedlab's own lines say what happens
+        )
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ValueError(f"could not connect to {where}: {error_line(err)}") from err
