@@ -104,6 +104,8 @@ def test_fleets_fill_the_slots_in_equal_rounds(cluster):
     assert executor.fleet_size(8, 20) == 4  # two fleets of 4, not 8 on one node
     assert executor.fleet_size(48, 20) == 12  # 4 fleets: two rounds, no lone tail fleet
     assert executor.fleet_size(1, 20) == 1 and executor.fleet_size(0, 20) == 1
+    with pytest.raises(ValueError, match="--device cuda asked for, but the Ray cluster has no GPU"):
+        RayExecutor("cuda")
 
 
 def test_a_fleet_that_raises_fails_its_own_runs_only(cluster, tmp_path, monkeypatch):
