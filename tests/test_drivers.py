@@ -221,3 +221,37 @@ def test_a_store_of_schema_2_is_kept_and_says_it_has_no_heldout_curves(tmp_path)
         "No run of this study recorded a held-out curve"
         in (tmp_path / "r" / "index.html").read_text()
     )
+
+
+def test_a_report_shows_exactly_the_runs_its_file_plans(tmp_path):
+    original, edited = tmp_path / "pair.toml", tmp_path / "edited.toml"
+    original.write_text(STUDY)
+    edited.write_text(STUDY.replace("steps = 60", "steps = 40"))  # the same name, other runs
+    store = str(tmp_path / "s.sqlite")
+    for path in (original, edited):
+        assert runner.invoke(app, ["run", str(path), "--store", store]).exit_code == 0
+    out, csv_file = tmp_path / "report", tmp_path / "runs.csv"
+    result = runner.invoke(app, ["report", str(original), "--store", store, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = runner.invoke(
+        app, ["export", str(original), "--store", store, "--out", str(csv_file)]
+    )
+    assert exported.exit_code == 0, exported.output
+    runs = list(csv.DictReader(csv_file.open()))
+    assert {r["train.steps"] for r in runs} == {"60"}
+    summary = [r for r in csv.DictReader((out / "summary.csv").open())]
+    for row in (r for r in summary if r["metric"] == "eval_loss_heldout_ema"):
+        cell = [
+            float(r["eval_loss_heldout_ema"])
+            for r in runs
+            if r["schedule"] == row["schedule"] and r["dataset"] == row["dataset"]
+        ]
+        assert row["n"] == "2" and float(row["mean"]) == pytest.approx(np.mean(cell), rel=1e-12)
+    page = (out / "index.html").read_text()
+    assert "8 of 8 planned runs finished" in page
+    assert "also holds 1 other configuration(s) of study pair" in page
+    never_run = tmp_path / "never.toml"
+    never_run.write_text(STUDY.replace("steps = 60", "steps = 50"))
+    refused = runner.invoke(app, ["report", str(never_run), "--store", store])
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: no run of this 'pair' file is in ")

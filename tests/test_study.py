@@ -485,3 +485,60 @@ def test_bad_engine_options(tmp_path, args, message):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(message)
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_sigterm_mid_study_puts_its_runs_back_and_exits_143(tmp_path):
+    path = write(tmp_path, TINY.replace("steps = 30", "steps = 400"), "tiny.toml")
+    store = tmp_path / "s.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "schedlab", "run", str(path), "--store", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(store) as c:
+                if c.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]:
+                    break
+        except sqlite3.OperationalError:  # not created yet
+            continue
+    assert proc.poll() is None, "the study finished before it could be stopped"
+    time.sleep(1)  # inside training
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "terminated: finished runs are saved in" in stderr and "Traceback" not in stderr
+    with sqlite3.connect(store) as c:
+        states = dict(c.execute("SELECT status, count(*) FROM runs GROUP BY status"))
+    assert "running" not in states and states.get("pending", 0) > 0
+    assert runner.invoke(app, ["run", str(path), "--store", str(store)]).exit_code == 0
+
+
+def test_outputs_replace_what_was_there_whole_and_refuse_foreign_folders(tmp_path):
+    path = write(tmp_path, TINY, "tiny.toml")
+    store = str(tmp_path / "s.sqlite")
+    assert runner.invoke(app, ["run", str(path), "--store", store]).exit_code == 0
+    out = tmp_path / "report"
+    for _ in range(2):  # the second report replaces the first
+        result = runner.invoke(app, ["report", str(path), "--store", store, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    assert (out / "index.html").stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    (foreign / "data.npz").write_bytes(b"keep me too")
+    refused = runner.invoke(app, ["report", str(path), "--store", store, "--out", str(foreign)])
+    assert refused.exit_code == 2
+    assert "holds files that are not a schedlab report" in refused.stderr
+    assert (foreign / "data.npz").read_bytes() == b"keep me too"
+    exported = runner.invoke(app, ["export", str(path), "--store", store, "--out", str(foreign)])
+    assert exported.exit_code == 2 and "is a directory" in exported.stderr
+    csv_file = tmp_path / "runs.csv"
+    csv_file.write_text("old")
+    exported = runner.invoke(app, ["export", str(path), "--store", store, "--out", str(csv_file)])
+    assert exported.exit_code == 0 and csv_file.read_text().startswith("dataset,schedule,seed")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from schedlab.cli.common import app, one_line_errors, out
-from schedlab.cli.options import StoreOption, StudyArg
+from schedlab.cli.options import EngineOption, StoreOption, StudyArg
 
 
 @app.command()
@@ -25,17 +25,26 @@ def report(
     baseline: Annotated[
         str | None, typer.Option(help="schedule label to compare against (default: baseline)")
     ] = None,
+    engine: EngineOption = "fleet",
 ) -> None:
-    """Write summary.csv, tables (Markdown, LaTeX), figures and index.html for a study."""
-    from schedlab.config.presets import study_name
+    """Write summary.csv, tables (Markdown, LaTeX), figures and index.html for a study: the
+    runs its file plans, nothing else."""
+    from schedlab.config.engines import check_engine
+    from schedlab.config.study import load_study
+    from schedlab.plan import expand
     from schedlab.report.build import build_report
+    from schedlab.report.data import PlannedStudy
     from schedlab.store.store import Store, default_path
 
-    name = study_name(study)
-    path = store if store is not None else default_path(name)
-    target = out_dir if out_dir is not None else Path("reports") / name
+    check_engine(engine)
+    spec = load_study(study)
+    planned = PlannedStudy(
+        spec.model_dump(mode="json"), [(r.label, r.run_id) for r in expand(spec, engine)]
+    )
+    path = store if store is not None else default_path(spec.name)
+    target = out_dir if out_dir is not None else Path("reports") / spec.name
     with Store(path, create=False, read_only=True) as db:
-        result = build_report(db, name, target, compare_paper, baseline)
-    missing = len(result.view.missing())
+        result = build_report(db, spec.name, target, compare_paper, baseline, planned)
+    missing = len(result.view.missing()) + result.view.not_in_store
     note = f" ({missing} planned runs not finished yet)" if missing else ""
     out.print(f"wrote {result.index}{note}")

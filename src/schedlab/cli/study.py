@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,6 +26,7 @@ from schedlab.cli.options import (
     StoreOption,
     StudyArg,
 )
+from schedlab.files import atomic_file
 from schedlab.store.records import RunRecord
 from schedlab.store.status import COLOURS, RunStatus
 from schedlab.store.store import Store, default_path
@@ -86,6 +88,14 @@ def status_table(study: StudySpec, store: Store, engine: str) -> Table:
 
 
 EXECUTORS = ("local", "ray")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the runs in flight go back to pending."""
+
+
+def terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 @app.command()
@@ -159,6 +169,7 @@ def run(
             bar.advance(overall)
 
         events = Events(started, finished)
+        signal.signal(signal.SIGTERM, terminate)  # SLURM and Kubernetes stop jobs with it
         try:
             if executor == "ray":
                 summary = on_ray(spec, db, events, engine, fleet_size, device, address, lease)
@@ -168,12 +179,13 @@ def run(
                 summary = run_study(
                     spec, db, events, engine, fleet_size, device, use_compile, step, lease
                 )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             bar.stop()
-            err.print(
-                f"interrupted: finished runs are saved in {path}; run the same command to resume"
+            how, code = (
+                ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
             )
-            raise typer.Exit(130) from None
+            err.print(f"{how}: finished runs are saved in {path}; run the same command to resume")
+            raise typer.Exit(code) from None
         bar.stop()
         out.print(status_table(spec, db, engine))
     report_outcome(summary, path)
@@ -299,17 +311,20 @@ def export(
     with Store(store_path(spec, store), create=False, read_only=True) as db:
         rows = export_rows(spec, db, engine)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        with out_file.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    else:
+    if out_file.is_dir():
+        raise ValueError(f"--out {out_file} is a directory; give the file to write")
+    if fmt == "parquet":
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             fail("parquet export needs pyarrow: pip install 'schedlab[parquet]'")
-        pq.write_table(pa.Table.from_pylist(rows), out_file)
+    with atomic_file(out_file) as temp:
+        if fmt == "csv":
+            with temp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            pq.write_table(pa.Table.from_pylist(rows), temp)
     out.print(f"wrote {len(rows)} rows to {out_file}")

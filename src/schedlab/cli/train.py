@@ -152,13 +152,17 @@ def time_to_target(commit: Commit, target_loss: float) -> dict[str, float]:
 def write_outputs(out_dir: Path, commit: Commit, result: dict[str, Any]) -> None:
     import numpy as np
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        out_dir / "curves.npz", loss=commit.losses, lr=commit.lrs, heldout=commit.heldout_curve
-    )
+    from schedlab.files import atomic_file
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; give a folder for the run's files")
+    with atomic_file(out_dir / "curves.npz") as temp, temp.open("wb") as f:
+        np.savez_compressed(f, loss=commit.losses, lr=commit.lrs, heldout=commit.heldout_curve)
     if commit.samples is not None:
-        np.savez_compressed(out_dir / "samples.npz", samples=commit.samples[1])
-    (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=2))
+        with atomic_file(out_dir / "samples.npz") as temp, temp.open("wb") as f:
+            np.savez_compressed(f, samples=commit.samples[1])
+    with atomic_file(out_dir / "metrics.json") as temp:
+        temp.write_text(json.dumps(jsonable(result), indent=2))
 
 
 def show_metrics(result: dict[str, Any]) -> None:

@@ -6,8 +6,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from schedlab.files import atomic_dir
 from schedlab.report import html
-from schedlab.report.data import StudyView, load_study_view
+from schedlab.report.data import PlannedStudy, StudyView, load_study_view
 from schedlab.report.figures import FIGURES
 from schedlab.report.tables import (
     latex,
@@ -36,9 +37,18 @@ def build_report(
     out_dir: Path,
     compare_paper: bool = False,
     baseline: str | None = None,
+    planned: PlannedStudy | None = None,
 ) -> Report:
-    view = load_study_view(store, study, baseline)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """The report of the runs ``planned`` (a study file's), or of the plan last registered
+    under ``study``."""
+    view = load_study_view(store, study, baseline, planned)
+    with atomic_dir(out_dir) as folder:
+        write_report(view, store, folder, compare_paper)
+    return Report(out_dir, view, out_dir / "index.html")
+
+
+def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bool) -> None:
+    """Every file of the report into ``out_dir``."""
     rows = summary_rows(view)
     write_summary_csv(rows, out_dir / "summary.csv")
     (out_dir / "tables.md").write_text(markdown(view, rows))
@@ -92,6 +102,4 @@ def build_report(
     if compare_paper:
         sections.append(html.paper_section(paper_rows(view, rows)))
     sections.append(html.settings_section(view))
-    index = out_dir / "index.html"
-    index.write_text(html.page(view, sections, figures))
-    return Report(out_dir, view, index)
+    (out_dir / "index.html").write_text(html.page(view, sections, figures))

@@ -29,6 +29,8 @@ class StudyView:
     baseline: str
     sample_key: str  # the key of the samples the study's eval settings draw
     targets: dict[str, float]  # dataset -> the held-out EMA loss time-to-target aims at
+    not_in_store: int = 0  # planned runs the store has never seen (not run yet)
+    other_plans: int = 0  # other configurations registered under this study's name
 
     def finished(self) -> list[RunRecord]:
         return [r for r in self.records if r.status == RunStatus.DONE]
@@ -66,6 +68,14 @@ class StudyView:
         return [r for r in self.records if r.status in (RunStatus.FAILED, RunStatus.DIVERGED)]
 
 
+@dataclass(frozen=True)
+class PlannedStudy:
+    """A study as its file plans it: the validated spec and its runs."""
+
+    spec: dict[str, Any]
+    pairs: list[tuple[str, str]]  # (label, run id), in plan order
+
+
 def study_records(store: Store, study: str) -> tuple[dict[str, Any], list[RunRecord]]:
     """(spec, records) of the study's plan as last registered, measured under its eval settings."""
     latest = store.latest_plan(study)
@@ -74,6 +84,12 @@ def study_records(store: Store, study: str) -> tuple[dict[str, Any], list[RunRec
     plan_id, spec = latest
     settings = EvalSettings.model_validate(spec.get("eval", {}))
     return spec, store.records_for(store.plan_pairs(plan_id), measurement_keys(settings))
+
+
+def planned_records(store: Store, planned: PlannedStudy) -> list[RunRecord]:
+    """The records of exactly the runs a study file plans, under its eval settings."""
+    settings = EvalSettings.model_validate(planned.spec.get("eval", {}))
+    return store.records_for(planned.pairs, measurement_keys(settings))
 
 
 def with_targets(
@@ -87,9 +103,19 @@ def with_targets(
     return with_time_to_target(records, curves, targets), targets
 
 
-def load_study_view(store: Store, study: str, baseline: str | None = None) -> StudyView:
-    """The study's plan as last registered, measured under that plan's eval settings."""
-    spec, records = study_records(store, study)
+def load_study_view(
+    store: Store, study: str, baseline: str | None = None, planned: PlannedStudy | None = None
+) -> StudyView:
+    """The runs ``planned`` (a study file's plan), or else the study's plan as last registered,
+    measured under that plan's eval settings."""
+    if planned is None:
+        spec, records = study_records(store, study)
+    else:
+        spec, records = planned.spec, planned_records(store, planned)
+        if not records:
+            raise ValueError(
+                f"no run of this {study!r} file is in {store.path}; run `schedlab run` on it first"
+            )
     settings = EvalSettings.model_validate(spec.get("eval", {}))
     labels = list(dict.fromkeys(r.label for r in records))
     datasets = list(dict.fromkeys(r.dataset for r in records))
@@ -98,6 +124,19 @@ def load_study_view(store: Store, study: str, baseline: str | None = None) -> St
     elif baseline not in labels:
         raise ValueError(f"unknown baseline {baseline!r}; schedules: {', '.join(labels)}")
     records, targets = with_targets(store, spec, records, baseline)
+    run_ids = {r.run_id for r in records}
     return StudyView(
-        study, spec, records, labels, datasets, baseline, sample_key(settings), targets
+        study,
+        spec,
+        records,
+        labels,
+        datasets,
+        baseline,
+        sample_key(settings),
+        targets,
+        not_in_store=len(planned.pairs) - len(records) if planned else 0,
+        other_plans=sum(
+            not run_ids.issuperset(r for _, r in store.plan_pairs(plan_id))
+            for plan_id in store.plans(study)
+        ),
     )

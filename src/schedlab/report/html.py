@@ -229,12 +229,23 @@ def profiles_details(order: list[str], profiles: dict[str, dict[str, list[float]
 
 
 def status_section(view: StudyView) -> str:
-    total = len(view.records)
+    total = len(view.records) + view.not_in_store
     missing = view.missing()
     parts = [
         f"<h2>Runs</h2><p>{total - len(missing)} of {total} planned runs finished "
         f"(done or diverged).</p>"
     ]
+    if view.not_in_store:
+        parts.append(
+            f'<p class="warn">{view.not_in_store} more planned runs are not in the store: '
+            "run `schedlab run` on the study file.</p>"
+        )
+    if view.other_plans:
+        parts.append(
+            f"<p>The store also holds {view.other_plans} other configuration(s) of study "
+            f"{esc(view.name)} (the file was edited after they ran): they are not shown; report "
+            "them from their own files.</p>"
+        )
     if missing:
         parts.append(
             '<p class="warn">This study is partial: the tables use finished runs only. Missing:</p>'

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
+from schedlab.files import atomic_file
+
 # Lines are drawn with at most this many points: enough for a figure, and fast to render.
 MAX_POINTS = 2000
 
@@ -56,7 +58,7 @@ def plot_lr_curves(
     draw_lr_curves(ax, curves, log)
     ax.set_title(title)
     ax.legend(fontsize="small")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_file(out) as temp:
+        fig.savefig(temp, dpi=120, format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
     return out

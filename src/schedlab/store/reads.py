@@ -34,6 +34,13 @@ class StoreReads:
         ).fetchone()
         return (row[0], json.loads(row[1])) if row else None
 
+    def plans(self, name: str) -> list[str]:
+        """The ids of every plan registered under ``name``, oldest first."""
+        rows = self.conn.execute(
+            "SELECT plan_id FROM studies WHERE name = ? ORDER BY registered_at", (name,)
+        )
+        return [row[0] for row in rows]
+
     def plan_pairs(self, plan_id: str) -> list[tuple[str, str]]:
         """(label, run id) of a registered plan, in plan order."""
         return self.conn.execute(

@@ -1,0 +1,70 @@
+"""Writing outputs so that a reader, or a kill, never meets half a file or half a report.
+
+A file is written to a temporary name in its own directory and renamed over the target (one
+atomic step on POSIX). A report's folder is built beside its target and swapped in with two
+renames: a reader sees the old report or the new one, never a mix of the two.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``, else it is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temp = Path(name)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+# What a report folder holds; a folder with anything else is not replaced.
+REPORT_SUFFIXES = {".html", ".csv", ".md", ".tex", ".png", ".svg"}
+
+
+def check_replaceable(path: Path) -> None:
+    """A folder may be replaced by a new report when it is new, empty, or a report."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file; a report goes into a folder")
+    entries = list(path.iterdir())
+    if entries and not (
+        (path / "index.html").is_file()
+        and all(e.is_file() and e.suffix in REPORT_SUFFIXES for e in entries)
+    ):
+        raise ValueError(
+            f"{path} holds files that are not a schedlab report; give --out a new or empty "
+            "folder, or an earlier report's"
+        )
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder to fill; on success it takes the place of ``path`` (new,
+    empty, or an earlier report: see ``check_replaceable``)."""
+    path = path.resolve()
+    check_replaceable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield temp
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by an earlier swap that was killed
+        if path.exists():
+            os.replace(path, old)
+        os.replace(temp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
