@@ -251,15 +251,46 @@ def test_partial_study_says_what_is_missing(tmp_path):
     assert "This study is partial" in page and "36 of 40 planned runs finished" in page
 
 
-def test_report_cli_never_imports_torch(tmp_path, synthetic_store):
+TINY_STUDY = """name = "tinyreport"
+datasets = ["moons"]
+seeds = 2
+[data]
+n = 500
+[train]
+steps = 5
+emb_size = 8
+hidden_size = 16
+hidden_layers = 1
+[eval]
+samples = 50
+heldout = 100
+[[schedules]]
+name = "cosine"
+label = "baseline"
+[[schedules]]
+name = "step"
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """(study file, store) of a tiny study trained through the CLI."""
+    folder = tmp_path_factory.mktemp("tiny")
+    path, store = folder / "tiny.toml", folder / "tiny.sqlite"
+    path.write_text(TINY_STUDY)
+    assert runner.invoke(app, ["run", str(path), "--store", str(store)]).exit_code == 0
+    return path, store
+
+
+def test_report_cli_never_imports_torch(tmp_path, tiny_study):
+    path, store = tiny_study
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom schedlab.cli import app\n"
-        f"r = CliRunner().invoke(app, ['report', {str(tmp_path / 's.toml')!r}, '--store', "
-        f"{str(synthetic_store)!r}, '--out', {str(tmp_path / 'r')!r}])\n"
+        f"r = CliRunner().invoke(app, ['report', {str(path)!r}, '--store', "
+        f"{str(store)!r}, '--out', {str(tmp_path / 'r')!r}])\n"
         "assert r.exit_code == 0, r.output\nprint(sorted(m for m in sys.modules "
         "if m.split('.')[0] == 'torch'))\n"
     )
-    (tmp_path / "s.toml").write_text('name = "synthetic"\n')
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
@@ -274,16 +305,9 @@ def test_report_cli_never_imports_torch(tmp_path, synthetic_store):
         (["--baseline", "warp"], "error: unknown baseline 'warp'; schedules: baseline, step"),
     ],
 )
-def test_report_bad_input(tmp_path, synthetic_store, args, message):
-    (tmp_path / "s.toml").write_text('name = "synthetic"\n')
-    full = [
-        "report",
-        str(tmp_path / "s.toml"),
-        "--store",
-        str(synthetic_store),
-        "--out",
-        str(tmp_path / "r"),
-    ]
+def test_report_bad_input(tmp_path, tiny_study, args, message):
+    path, store = tiny_study
+    full = ["report", str(path), "--store", str(store), "--out", str(tmp_path / "r")]
     full += [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = runner.invoke(app, full)
     assert result.exit_code == 2

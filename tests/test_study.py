@@ -116,7 +116,7 @@ def test_a_directory_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch)
     (tmp_path / "paper").mkdir()
     (tmp_path / "other").mkdir()
     assert load_study("paper").name == "paper"
-    with pytest.raises(ValueError, match="unknown study 'other': not a file and not a preset"):
+    with pytest.raises(ValueError, match="other is a directory; give a study TOML file or a pre"):
         load_study("other")
 
 
@@ -360,7 +360,7 @@ BAD_STUDIES = [
     ),
     (
         "name = 'x'\ndatasets = ['moons']\nseeds = 0\n[[schedules]]\nname='cosine'\n",
-        "seeds must be a count >= 1",
+        "seeds must be a count in [1, 10000]",
     ),
     (
         "name = 'x'\ndatasets = ['moons']\nseeds = [1, 1]\n[[schedules]]\nname='cosine'\n",
@@ -395,6 +395,33 @@ BAD_STUDIES = [
         "name = 'x'\ndatasets = ['moons']\n[train]\ndtype='float16'\n[[schedules]]\n"
         "name='cosine'\n",
         "train.dtype: Input should be 'float32' or 'float64'",
+    ),
+    # Absurd sizes are refused before anything is written; true is not 1, 1e4 is not an int.
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\nsteps=1000000000000\n[[schedules]]\n"
+        "name='cosine'\n",
+        "train.steps: Input should be less than or equal to 100000000",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[data]\nn=1000000000000\n[[schedules]]\nname='cosine'\n",
+        "data.n: Input should be less than or equal to 10000000",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\nbatch_size=1e9\n[[schedules]]\nname='cosine'\n",
+        "train.batch_size: Input should be a valid integer",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\nseeds = 10000000\n[[schedules]]\nname='cosine'\n",
+        "seeds must be a count in [1, 10000] or a list of seeds, got 10000000",
+    ),
+    (
+        "name = 'x'\ndatasets = ['moons']\n[train]\nsteps=true\n[[schedules]]\nname='cosine'\n",
+        "train.steps: Input should be a valid integer",
+    ),
+    ("name = '..'\ndatasets = ['moons']\n[[schedules]]\nname='cosine'\n", "name: String should"),
+    (
+        "name = '" + "a" * 300 + "'\ndatasets = ['moons']\n[[schedules]]\nname='cosine'\n",
+        "name: String should",
     ),
 ]
 
@@ -542,3 +569,13 @@ def test_outputs_replace_what_was_there_whole_and_refuse_foreign_folders(tmp_pat
     exported = runner.invoke(app, ["export", str(path), "--store", store, "--out", str(csv_file)])
     assert exported.exit_code == 0 and csv_file.read_text().startswith("dataset,schedule,seed")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_study_file_that_is_not_utf8_is_named_in_one_line(tmp_path):
+    path = tmp_path / "utf16.toml"
+    path.write_text(TINY, encoding="utf-16")
+    result = runner.invoke(app, ["status", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {path}: not UTF-8 text (invalid start byte at byte 0)"
+    )

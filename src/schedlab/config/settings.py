@@ -14,19 +14,20 @@ CURVE_EVERY = 250
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: true is not 1 and 1e4 is not an int; an int is still a float.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataSettings(_Section):
-    n: int = Field(100_000, gt=0, description="training points per dataset")
+    n: int = Field(100_000, gt=0, le=10_000_000, description="training points per dataset")
     dim: int | None = Field(
         None, ge=1, le=4096, description="dimension of the datasets that take any (mixture; 8)"
     )
 
 
 class TrainSettings(_Section):
-    steps: int = Field(10_000, gt=0, description="optimizer steps")
-    batch_size: int = Field(256, gt=0)
+    steps: int = Field(10_000, gt=0, le=100_000_000, description="optimizer steps")
+    batch_size: int = Field(256, gt=0, le=1_000_000)
     lr: float = Field(3e-4, gt=0, allow_inf_nan=False, description="base learning rate")
     weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False, description="AdamW decay")
     clip: float = Field(0.5, gt=0, allow_inf_nan=False, description="gradient-norm clip")

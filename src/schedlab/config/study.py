@@ -21,7 +21,7 @@ from schedlab.schedules import registry
 
 
 class ScheduleEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str
     label: str | None = Field(None, min_length=1, description="display name; defaults to name")
@@ -33,10 +33,15 @@ class ScheduleEntry(BaseModel):
         return self.label or self.name
 
 
-class StudySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# A study's name names its store and report files: a safe slug, no leading dot.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+MAX_SEEDS = 10_000
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
     datasets: list[str] = Field(min_length=1)
     seeds: int | list[int] = 1
     data: DataSettings = DataSettings()
@@ -57,9 +62,13 @@ class StudySpec(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _valid_seeds(cls, value: int | list[int]) -> int | list[int]:
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {value}")
+        if isinstance(value, int) and not 1 <= value <= MAX_SEEDS:
+            raise ValueError(
+                f"seeds must be a count in [1, {MAX_SEEDS}] or a list of seeds, got {value}"
+            )
         if isinstance(value, list):
+            if len(value) > MAX_SEEDS:
+                raise ValueError(f"seeds lists at most {MAX_SEEDS} seeds, got {len(value)}")
             if not value:
                 raise ValueError("seeds must not be an empty list")
             if any(s < 0 for s in value) or len(set(value)) != len(value):
