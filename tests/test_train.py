@@ -49,7 +49,20 @@ def test_diverging_run_is_recorded_not_raised():
     result = train_reference(small_points(), schedules.resolve("constant"), settings, seed=0)
     assert result.diverged_at is not None
     assert len(result.losses) == result.diverged_at + 1
-    assert not np.isfinite(result.losses[-1])
+    last = result.losses[-1]
+    assert not np.isfinite(last) or last > 100 * result.losses[0]
+
+
+def test_a_loss_that_explodes_without_turning_nan_is_divergence_too():
+    """lr = 100 (clipped updates): the loss grows past 100x its first value, never NaN."""
+    settings = SMALL.model_copy(update={"lr": 100.0})
+    result = train_reference(small_points(), schedules.resolve("constant"), settings, seed=0)
+    assert result.diverged_at is not None and np.all(np.isfinite(result.losses))
+    assert result.losses[-1] > 100 * result.losses[0] >= result.losses[:-1].max()
+    lenient = settings.model_copy(update={"diverge_factor": 1e30})
+    kept = train_reference(small_points(), schedules.resolve("constant"), lenient, seed=0)
+    assert kept.diverged_at is None  # the bound is the study's to set
+    assert kept.losses.max() > 100 * kept.losses[0]
 
 
 def test_schedule_free_evaluates_its_averaged_weights():

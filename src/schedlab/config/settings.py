@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
 
 # Steps between the points of a run's held-out EMA loss curve unless a study says otherwise.
 CURVE_EVERY = 250
+# A training loss above this times the run's first loss counts as divergence (besides NaN/inf).
+DIVERGE_FACTOR = 100.0
 
 
 class _Section(BaseModel):
@@ -40,6 +43,12 @@ class TrainSettings(_Section):
     timesteps: int = Field(100, ge=2, description="diffusion steps T")
     beta_schedule: Literal["linear", "quadratic"] = "linear"
     dtype: Literal["float32", "float64"] = "float32"
+    diverge_factor: float | None = Field(
+        None,
+        gt=1,
+        allow_inf_nan=False,
+        description=f"a loss above this times the first step's is divergence ({DIVERGE_FACTOR:g})",
+    )
     curve_every: int | None = Field(
         None, gt=0, description=f"steps between held-out EMA loss points ({CURVE_EVERY})"
     )
@@ -53,6 +62,12 @@ class TrainSettings(_Section):
     @property
     def curve_interval(self) -> int:
         return self.curve_every or CURVE_EVERY
+
+    def diverged(self, loss: float, first: float) -> bool:
+        """Whether a step's training loss means the run diverged: NaN/inf, or above
+        ``diverge_factor`` (100) times the run's first loss."""
+        bound = (self.diverge_factor or DIVERGE_FACTOR) * first
+        return not (math.isfinite(loss) and loss <= bound)
 
     @property
     def torch_dtype(self) -> torch.dtype:

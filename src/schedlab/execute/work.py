@@ -6,12 +6,13 @@ driver to store; it never touches the store itself.
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Iterator
 
 import numpy as np
 
-from schedlab.config.settings import Settings
+from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
 from schedlab.execute.base import RunOutcome
 from schedlab.measure.evaluate import Measured, Trained, evaluate
 from schedlab.measure.registry import Metric, enabled, sample_key
@@ -84,7 +85,7 @@ class Worker:
         notes = measured.notes
         kept = (result.model, result.ema_model)
         if diverged:
-            notes = [f"loss became {result.losses[-1]} at step {result.diverged_at}", *notes]
+            notes = [divergence_note(result, run.settings.train), *notes]
         return Commit(
             status=RunStatus.DIVERGED if diverged else RunStatus.DONE,
             training_time=result.training_time,
@@ -119,6 +120,17 @@ class Worker:
         t = run.settings.train
         model = Denoiser(t.emb_size, t.hidden_size, t.hidden_layers, run.dim).to(t.torch_dtype)
         return load_weights_vector(model, vector)
+
+
+def divergence_note(result: TrainResult, settings: TrainSettings) -> str:
+    last, step = result.losses[-1], result.diverged_at
+    if not math.isfinite(last):
+        return f"loss became {last} at step {step}"
+    factor = settings.diverge_factor or DIVERGE_FACTOR
+    return (
+        f"loss {last:.3g} at step {step} exceeded {factor:g}x the first step's "
+        f"({result.losses[0]:.3g})"
+    )
 
 
 def keyed(measured: Measured, settings: Settings) -> dict[str, tuple[str, float]]:

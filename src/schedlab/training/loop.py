@@ -8,7 +8,6 @@ the readable statement of what a run is, and the oracle other engines are tested
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 
@@ -76,7 +75,7 @@ def train_reference(
         optimizer.step()
         value = loss.item()
         losses[step] = value
-        if not math.isfinite(value):
+        if settings.diverged(value, losses[0]):
             diverged_at = step
             break
         driver.step(value, watched if heldout_loss is not None else None)

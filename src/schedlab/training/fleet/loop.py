@@ -145,7 +145,8 @@ def train_shard(
             lr = [d.lr for d in drivers]
             values = run_losses.cpu().tolist()
             for k, value in enumerate(values):
-                if diverged_at[k] is None and not math.isfinite(value):
+                first = losses[0, k] if step else value
+                if diverged_at[k] is None and settings.diverged(value, first):
                     diverged_at[k] = step  # frozen from here on: LR 0, no more updates
             active = [d is None for d in diverged_at]
             losses[step], lrs[step] = values, lr
