@@ -170,3 +170,13 @@ def test_datasets_command_lists_every_dataset():
     for name in data.names():
         assert name in result.stdout
     assert "any ([data]" in result.stdout  # the markup-like text printed as it is
+
+
+def test_a_fixed_dimension_dataset_ignores_the_dim_setting_in_its_identity():
+    text = 'name = "c"\ndatasets = ["digits", "mixture"]\n[[schedules]]\nname = "cosine"\n'
+    with_dim = expand(parse_study(text + "[data]\ndim = 8\n", "a.toml"))
+    alone = expand(parse_study(text.replace(', "mixture"', ""), "b.toml"))
+    assert with_dim[0].dataset == alone[0].dataset == "digits"
+    assert with_dim[0].run_id == alone[0].run_id
+    finer = expand(parse_study(text + "[data]\ndim = 4\n", "c.toml"))
+    assert finer[1].run_id != with_dim[1].run_id  # the mixture's dimension is its identity

@@ -42,6 +42,11 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's weights (not the label, not eval settings)."""
+        data_settings = self.settings.data.model_dump(mode="json", exclude_none=True)
+        if data.get(self.dataset).dim is not None:
+            # A dataset of fixed dimension ignores `[data] dim`: digits in a study that sets
+            # it for a mixture are the same runs as digits alone.
+            data_settings.pop("dim", None)
         return {
             "dataset": self.dataset,
             "dim": self.dim,
@@ -50,7 +55,7 @@ class RunSpec:
             "seed": self.seed,
             # A setting left at None is not written: adding an optional setting to schedlab
             # changes no existing run's id.
-            "data": self.settings.data.model_dump(mode="json", exclude_none=True),
+            "data": data_settings,
             "train": self.settings.train.model_dump(mode="json", exclude_none=True),
             "engine": self.engine,
             "numeric_version": NUMERIC_VERSION,
