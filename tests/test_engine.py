@@ -1,5 +1,7 @@
 """The fleet engine against the reference loop, the oracle."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,25 @@ def test_a_failing_shard_stops_the_fleet_with_its_own_error():
     with pytest.raises(ValueError, match="no held-out loss for member 3"):
         train_fleet(members, settings, heldout_loss=heldout_loss, shards=2)
     assert torch.get_num_threads() == threads
+
+
+def test_an_interrupt_stays_an_interrupt_whatever_another_shard_raised():
+    """Ctrl-C reaches the first shard's thread; a shard that broke meanwhile (say, importing a
+    module the interrupt left half-initialized) must not turn it into a failed fleet."""
+    settings = TrainSettings(steps=100, batch_size=32, emb_size=8, hidden_size=16, curve_every=50)
+    points = data.load("moons", 300)
+    members = [Member(points, schedules.resolve("constant"), s, 3e-4) for s in range(4)]
+    broke = threading.Event()
+
+    def heldout_loss(k, model):
+        if k >= 2:  # the second shard breaks first
+            broke.set()
+            raise AttributeError("module 'sympy' has no attribute 'printing'")
+        broke.wait(30)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_fleet(members, settings, heldout_loss=heldout_loss, shards=2)
 
 
 def test_sharded_training_is_deterministic():

@@ -84,12 +84,15 @@ def train_fleet(
         others = [pool.submit(_in_shard_thread, stop, train, lo, g, None) for lo, g in groups[1:]]
         try:
             shard_results = [train(0, groups[0][1], progress)]
-        except BaseException:
+        except BaseException as err:
             stop.set()
-            for future in others:  # a shard's own error says more than that it was stopped
-                error = future.exception()
-                if error is not None and not isinstance(error, ShardStoppedError):
-                    raise error from None
+            errors = [future.exception() for future in others]  # every shard has stopped
+            # A shard's own error says more than that it was stopped. An interrupt stays an
+            # interrupt: a shard that broke because of it (a lazy import cut short in another
+            # thread) must not turn it into a failure.
+            own = [e for e in errors if e is not None and not isinstance(e, ShardStoppedError)]
+            if own and not isinstance(err, KeyboardInterrupt):
+                raise own[0] from None
             raise
         shard_results += [future.result() for future in others]
     # Shards measure side by side: the wall time less the slowest shard's curves.
