@@ -1,6 +1,8 @@
 """Studies: grid and ids, the store, resume after kill -9, divergence, bad input."""
 
+import csv
 import hashlib
+import io
 import os
 import shutil
 import signal
@@ -579,3 +581,37 @@ def test_a_study_file_that_is_not_utf8_is_named_in_one_line(tmp_path):
     assert result.stderr.strip() == (
         f"error: {path}: not UTF-8 text (invalid start byte at byte 0)"
     )
+
+
+def test_export_to_stdout_is_csv_alone_and_messages_go_to_stderr(tmp_path):
+    path = write(tmp_path, TINY, "tiny.toml")
+    store = str(tmp_path / "s.sqlite")
+    assert runner.invoke(app, ["run", str(path), "--store", store]).exit_code == 0
+    result = runner.invoke(app, ["export", str(path), "--store", store, "--out", "-"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"done"}
+    written = runner.invoke(
+        app, ["export", str(path), "--store", store, "--out", str(tmp_path / "r.csv")]
+    )
+    assert written.stdout == "" and written.stderr.startswith("wrote 8 rows to ")
+    parquet = runner.invoke(
+        app, ["export", str(path), "--store", store, "--out", "-", "--format", "parquet"]
+    )
+    assert parquet.exit_code == 2 and "--out - writes CSV to stdout" in parquet.stderr
+
+
+def test_version_and_unwritable_outputs_are_one_line(tmp_path):
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout.startswith("schedlab 0.")
+    path = write(tmp_path, TINY, "tiny.toml")
+    store = str(tmp_path / "s.sqlite")
+    assert runner.invoke(app, ["run", str(path), "--store", store]).exit_code == 0
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    result = runner.invoke(
+        app, ["export", str(path), "--store", store, "--out", str(blocked / "runs.csv")]
+    )
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {blocked}: ")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,8 +26,20 @@ out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def show_version(value: bool) -> None:
+    if value:
+        import schedlab
+
+        print(f"schedlab {schedlab.__version__}")
+        raise typer.Exit
+
+
 @app.callback()
-def root() -> None:
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=show_version, is_eager=True, help="print the version"
+    ),
+) -> None:
     """schedlab: train DDPMs under many LR schedules and compare them with real statistics."""
 
 
@@ -42,6 +56,16 @@ def one_line_errors(func: F) -> F:
             fail(first_error(e))
         except ValueError as e:
             fail(str(e))
+        except BrokenPipeError:  # `schedlab export --out - | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
+        except OSError as e:  # a file that cannot be read or written: the run's failure
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except sqlite3.Error as e:
+            print(f"error: the store could not be used: {e}", file=sys.stderr)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

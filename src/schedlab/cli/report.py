@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from schedlab.cli.common import app, one_line_errors, out
+from schedlab.cli.common import app, err, one_line_errors
 from schedlab.cli.options import EngineOption, StoreOption, StudyArg
 
 
@@ -47,4 +47,4 @@ def report(
         result = build_report(db, spec.name, target, compare_paper, baseline, planned)
     missing = len(result.view.missing()) + result.view.not_in_store
     note = f" ({missing} planned runs not finished yet)" if missing else ""
-    out.print(f"wrote {result.index}{note}")
+    err.print(f"wrote {result.index}{note}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from schedlab.cli.common import app, one_line_errors, out
+from schedlab.cli.common import app, err, one_line_errors, out
 from schedlab.config.params import parse_assignment, split_top_level
 
 schedules_app = typer.Typer(
@@ -83,4 +83,4 @@ def schedules_plot(
     from schedlab.report.plots import plot_lr_curves
 
     plot_lr_curves(curves, out_path, log=log, title=f"LR over {steps} steps, base {lr:g}")
-    out.print(f"wrote {out_path}")
+    err.print(f"wrote {out_path}")

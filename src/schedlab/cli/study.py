@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -299,7 +300,7 @@ def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]
 @one_line_errors
 def export(
     study: StudyArg,
-    out_file: Annotated[Path, typer.Option("--out", help="file to write")],
+    out_file: Annotated[Path, typer.Option("--out", help="file to write, or - for stdout (csv)")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     store: StoreOption = None,
     engine: EngineOption = "fleet",
@@ -311,6 +312,9 @@ def export(
     with Store(store_path(spec, store), create=False, read_only=True) as db:
         rows = export_rows(spec, db, engine)
     columns = list(dict.fromkeys(key for row in rows for key in row))
+    to_stdout = str(out_file) == "-"
+    if to_stdout and fmt != "csv":
+        raise ValueError("--out - writes CSV to stdout; parquet needs a file")
     if out_file.is_dir():
         raise ValueError(f"--out {out_file} is a directory; give the file to write")
     if fmt == "parquet":
@@ -319,6 +323,11 @@ def export(
             import pyarrow.parquet as pq
         except ImportError:
             fail("parquet export needs pyarrow: pip install 'schedlab[parquet]'")
+    if to_stdout:
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        return
     with atomic_file(out_file) as temp:
         if fmt == "csv":
             with temp.open("w", newline="") as f:
@@ -327,4 +336,4 @@ def export(
                 writer.writerows(rows)
         else:
             pq.write_table(pa.Table.from_pylist(rows), temp)
-    out.print(f"wrote {len(rows)} rows to {out_file}")
+    err.print(f"wrote {len(rows)} rows to {out_file}")
