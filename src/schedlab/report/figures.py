@@ -164,7 +164,9 @@ def heldout_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
     curves = store.heldout_curves(r.run_id for r in view.finished())
     fig, axes = panels(len(view.datasets), height=3.4)
     palette = colors(view)
+    legend: dict[str, object] = {}
     for ax, dataset in zip(axes, view.datasets, strict=True):
+        drawn = False
         for label in view.labels:
             runs = [
                 curves[r.run_id]
@@ -176,21 +178,33 @@ def heldout_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
             length = min(len(c) for c in runs)
             steps = runs[0][:length, 0]
             losses = np.array([c[:length, 1] for c in runs])
-            ax.plot(steps, np.median(losses, axis=0), color=palette[label], label=label)
+            (line,) = ax.plot(steps, np.median(losses, axis=0), color=palette[label])
+            legend.setdefault(label, line)
+            drawn = True
             if len(runs) > 1:
                 low, high = losses.min(axis=0), losses.max(axis=0)
                 ax.fill_between(steps, low, high, color=palette[label], alpha=0.2)
+        ax.set(title=dataset, xlabel="optimizer step", ylabel="held-out loss, EMA weights")
+        if not drawn:
+            ax.text(
+                0.5,
+                0.5,
+                "no held-out curves recorded",
+                ha="center",
+                va="center",
+                color="grey",
+                transform=ax.transAxes,
+            )
+            continue
         target = view.targets.get(dataset, math.nan)
         if math.isfinite(target):
-            ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
-        ax.set(title=dataset, xlabel="optimizer step", ylabel="held-out loss, EMA weights")
+            legend["target"] = ax.axhline(target, color="grey", linestyle="--", linewidth=1)
         ax.set_yscale("log")
         for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
             axis(FormatStrFormatter("%.3g"))  # plain numbers, not 8.5 x 10^-1
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize="small")
     fig.suptitle("Held-out EMA loss while training (median, band over seeds)")
     return save(fig, out_dir, "heldout")
 
