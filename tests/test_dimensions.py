@@ -68,9 +68,10 @@ def test_float64_fleet_equals_the_reference_loop_at_dim(dim, blobs):
 
 def test_a_study_mixing_dimensions_trains_fleets_by_dimension(blobs, tmp_path):
     text = f"""name = "dims"
-datasets = ["moons", "{blobs}"]
+datasets = ["moons", "{blobs}", "mixture"]
 [data]
 n = 600
+dim = 4
 [train]
 steps = 40
 emb_size = 8
@@ -86,14 +87,20 @@ name = "constant"
 """
     study = parse_study(text, "dims")
     groups = fleets(expand(study), 20)
-    assert sorted(len(g) for g in groups) == [2, 2]
+    assert sorted(len(g) for g in groups) == [2, 2, 2]
     assert all(len({r.dim for r in g}) == 1 for g in groups)
     with Store(tmp_path / "s.sqlite") as db:
-        assert run_study(study, db).outcomes == {"done": 4}
+        assert run_study(study, db).outcomes == {"done": 6}
         records = study_records(db, "dims")[1]
         assert all(np.isfinite(r.metrics["kl_divergence"]) for r in records)
         report = build_report(db, "dims", tmp_path / "report")
     assert report.index.exists() and (tmp_path / "report" / "samples.png").exists()
+    # The true log-density exists for the mixture only: the others' cells say it does not apply.
+    tables = (tmp_path / "report" / "tables.md").read_text()
+    section = tables.split("## Mean log-density")[1].split("##")[0]
+    cosine = next(line for line in section.splitlines() if line.startswith("| cosine |"))
+    cells = [c.strip() for c in cosine.strip("|").split("|")]
+    assert cells[1:3] == ["n/a", "n/a"] and float(cells[3].split(" ± ")[0]) < 0
 
 
 def test_digits_are_64_d_with_a_held_out_split_of_other_images():

@@ -93,14 +93,16 @@ def test_an_interrupt_stays_an_interrupt_whatever_another_shard_raised():
     settings = TrainSettings(steps=100, batch_size=32, emb_size=8, hidden_size=16, curve_every=50)
     points = data.load("moons", 300)
     members = [Member(points, schedules.resolve("constant"), s, 3e-4) for s in range(4)]
-    broke = threading.Event()
+    measuring, broke = threading.Event(), threading.Event()
 
     def heldout_loss(k, model):
-        if k >= 2:  # the second shard breaks first
+        if k >= 2:  # the second shard breaks while the first is inside a measurement
+            measuring.wait(30)
             broke.set()
             raise AttributeError("module 'sympy' has no attribute 'printing'")
+        measuring.set()
         broke.wait(30)
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # Ctrl-C lands in the first shard's thread
 
     with pytest.raises(KeyboardInterrupt):
         train_fleet(members, settings, heldout_loss=heldout_loss, shards=2)

@@ -181,6 +181,8 @@ def metric_grid(view: StudyView, rows: list[SummaryRow], metric: str) -> list[li
 
     def shown(label: str, dataset: str) -> str:
         row = index[(label, dataset)]
+        if not METRICS[metric].applies(dataset):
+            return "n/a"  # the true log-density of digits, say: there is none
         runs = len(view.values(label, dataset, metric))
         return cell(row, digits) + (f" ({row.n} of {runs})" if row.n < runs else "")
 
