@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 
@@ -27,15 +26,3 @@ def study_source(ref: str) -> tuple[str, str]:
         )
     text = resources.files("schedlab").joinpath(f"resources/presets/{ref}.toml").read_text()
     return text, f"preset {ref}"
-
-
-def study_name(ref: str) -> str:
-    """Just the study's name, without validating the rest of the file."""
-    text, source = study_source(ref)
-    try:
-        name = tomllib.loads(text).get("name")
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{source}: not valid TOML: {err}") from err
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{source}: missing key 'name'")
-    return name
