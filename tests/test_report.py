@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,25 +252,7 @@ def test_partial_study_says_what_is_missing(tmp_path):
     assert "This study is partial" in page and "36 of 40 planned runs finished" in page
 
 
-TINY_STUDY = """name = "tinyreport"
-datasets = ["moons"]
-seeds = 2
-[data]
-n = 500
-[train]
-steps = 5
-emb_size = 8
-hidden_size = 16
-hidden_layers = 1
-[eval]
-samples = 50
-heldout = 100
-[[schedules]]
-name = "cosine"
-label = "baseline"
-[[schedules]]
-name = "step"
-"""
+TINY_STUDY = Path(__file__).parent / "fixtures" / "tiny_study.toml"
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +260,7 @@ def tiny_study(tmp_path_factory):
     """(study file, store) of a tiny study trained through the CLI."""
     folder = tmp_path_factory.mktemp("tiny")
     path, store = folder / "tiny.toml", folder / "tiny.sqlite"
-    path.write_text(TINY_STUDY)
+    path.write_text(TINY_STUDY.read_text())
     assert runner.invoke(app, ["run", str(path), "--store", str(store)]).exit_code == 0
     return path, store
 

@@ -9,21 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = """name = "wheel"
-datasets = ["moons"]
-[data]
-n = 300
-[train]
-steps = 5
-emb_size = 8
-hidden_size = 16
-hidden_layers = 1
-[eval]
-samples = 50
-heldout = 100
-[[schedules]]
-name = "cosine"
-"""
+TINY = ROOT / "tests" / "fixtures" / "tiny_study.toml"
 
 
 @pytest.mark.slow
@@ -76,8 +62,8 @@ def test_the_installed_wheel_runs_a_study_and_reads_its_presets(tmp_path):
         check=True,
     )
     assert where.stdout.startswith(str(target))
-    (tmp_path / "wheel.toml").write_text(TINY)
-    for args in (["run", "wheel.toml"], ["report", "wheel.toml"], ["status", "quick"]):
+    (tmp_path / "tiny.toml").write_text(TINY.read_text())
+    for args in (["run", "tiny.toml"], ["report", "tiny.toml"], ["status", "quick"]):
         result = subprocess.run(
             [sys.executable, "-m", "schedlab", *args],
             env=env,
@@ -89,4 +75,4 @@ def test_the_installed_wheel_runs_a_study_and_reads_its_presets(tmp_path):
             assert result.returncode == 2 and "error: no store at" in result.stderr, result
         else:
             assert result.returncode == 0, result.stderr
-    assert (tmp_path / "reports" / "wheel" / "index.html").exists()
+    assert (tmp_path / "reports" / "tiny" / "index.html").exists()
