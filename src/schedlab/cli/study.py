@@ -34,7 +34,7 @@ from schedlab.store.store import Store, default_path
 
 if TYPE_CHECKING:
     from schedlab.config.study import StudySpec
-    from schedlab.execute.driver import StudyOutcome
+    from schedlab.execute.driver import Events, StudyOutcome
 
 
 def store_path(study: StudySpec, store: Path | None) -> Path:
@@ -197,7 +197,7 @@ def run(
 def on_ray(
     spec: StudySpec,
     db: Store,
-    events: Any,
+    events: Events,
     engine: str,
     fleet_size: int | None,
     device: str,

@@ -141,12 +141,12 @@ def own_target(commit: Commit) -> float:
 
 
 def time_to_target(commit: Commit, target_loss: float) -> dict[str, float]:
-    from schedlab.measure.registry import derived
-    from schedlab.measure.targets import TargetContext
+    from schedlab.measure.targets import TargetContext, derived_values
 
-    steps = len(commit.losses)
-    context = TargetContext(commit.heldout_curve, target_loss, commit.training_time, steps)
-    return {m.key: float(m.compute(context)) for m in derived()}
+    steps = len(commit.losses)  # the steps it trained
+    return derived_values(
+        TargetContext(commit.heldout_curve, target_loss, commit.training_time, steps)
+    )
 
 
 def write_outputs(out_dir: Path, commit: Commit, result: dict[str, Any]) -> None:

@@ -170,10 +170,12 @@ class Driver:
                 continue
             in_flight = {r.run_id: r for fleet in claimed for r in fleet}
             claims += len(in_flight)
-            first = claimed[0]
-            what = f"fleet of {len(first)} runs" if len(first) > 1 else describe(first[0])
             if len(claimed) > 1:
                 what = f"{len(claimed)} fleets, {len(in_flight)} runs"
+            elif len(claimed[0]) > 1:
+                what = f"fleet of {len(claimed[0])} runs"
+            else:
+                what = describe(claimed[0][0])
             self.events.started(what, self.finished, total)
             try:
                 for result in executor.run(claimed):

@@ -93,15 +93,14 @@ class RayExecutor:
     device: str = "cpu"
     slots: Slots = field(init=False)
     nodes: dict[str, NodeThroughput] = field(default_factory=dict)
+    # Every fleet is claimed and handed over at once: Ray queues what does not fit yet.
+    capacity = sys.maxsize
 
     def __post_init__(self) -> None:
         self.slots = Slots.of_cluster(self.device)
         self.task = ray.remote(_train_fleet).options(
             num_cpus=self.slots.cpus, num_gpus=self.slots.gpus, max_retries=TASK_RETRIES
         )
-
-    # Every fleet is claimed and handed over at once: Ray queues what does not fit yet.
-    capacity = sys.maxsize
 
     def fleet_size(self, runs: int, largest: int) -> int:
         """Runs per fleet so that the fleets fill the slots in equal rounds: as many fleets as

@@ -72,10 +72,6 @@ def dataset_targets(
     return out
 
 
-def steps_trained(record: RunRecord, steps: int) -> int:
-    return steps if record.diverged_at is None else record.diverged_at + 1
-
-
 def target_context(
     record: RunRecord, curves: Mapping[str, np.ndarray], targets: Mapping[str, float]
 ) -> TargetContext:
@@ -85,8 +81,13 @@ def target_context(
         curves.get(record.run_id),
         targets.get(record.dataset, math.nan),
         record.training_time if record.training_time is not None else math.nan,
-        steps_trained(record, steps),
+        steps if record.diverged_at is None else record.diverged_at + 1,
     )
+
+
+def derived_values(context: TargetContext) -> dict[str, float]:
+    """Every derived metric of one run."""
+    return {m.key: float(m.compute(context)) for m in derived()}
 
 
 def with_time_to_target(
@@ -97,8 +98,9 @@ def with_time_to_target(
     """The records with every derived metric filled in (NaN for runs not finished)."""
     out = []
     for record in records:
-        context = target_context(record, curves, targets)
-        finished = record.status in (RunStatus.DONE, RunStatus.DIVERGED)
-        values = {m.key: float(m.compute(context)) if finished else math.nan for m in derived()}
+        if record.status in (RunStatus.DONE, RunStatus.DIVERGED):
+            values = derived_values(target_context(record, curves, targets))
+        else:
+            values = {m.key: math.nan for m in derived()}
         out.append(dataclasses.replace(record, metrics={**record.metrics, **values}))
     return out
