@@ -180,7 +180,8 @@ def migrated(tmp_path, schema):
     assert result.exit_code == 0, result.output
     assert "4 runs planned, 4 already finished; this run: nothing" in result.stdout
     con = sqlite3.connect(store)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert con.execute("SELECT count(*) FROM trials").fetchone() == (0,)  # schema 4's table
     con.close()
     return store, study
 
@@ -221,6 +222,16 @@ def test_a_store_of_schema_2_is_kept_and_says_it_has_no_heldout_curves(tmp_path)
         "No run of this study recorded a held-out curve"
         in (tmp_path / "r" / "index.html").read_text()
     )
+
+
+def test_a_store_of_schema_3_gains_the_trials_table_and_keeps_its_runs(tmp_path):
+    store, study = migrated(tmp_path, 3)  # made by the release before tuning
+    out = tmp_path / "runs.csv"
+    exported = runner.invoke(app, ["export", study, "--store", str(store), "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 6 and {r["phase"] for r in rows} == {"final"}
+    assert all(float(r["steps_to_target"]) > 0 for r in rows)  # its curves are kept
 
 
 def test_a_report_shows_exactly_the_runs_its_file_plans(tmp_path):

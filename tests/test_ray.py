@@ -98,6 +98,18 @@ def test_a_study_on_two_nodes_equals_the_local_executors(cluster, tmp_path):
     assert {(status, attempts) for _, status, attempts in on_ray[3]} == {("done", 1)}
 
 
+def test_a_tuned_study_on_the_cluster_asks_and_chooses_what_a_local_one_does(cluster, tmp_path):
+    text = (Path(__file__).parent / "fixtures" / "tiny_tuned.toml").read_text()
+    study = parse_study(text.replace('["moons", "line"]', '["moons"]'), "t.toml")
+    with Store(tmp_path / "local.sqlite") as db:
+        run_study(study, db, fleet_size=4)
+    with Store(tmp_path / "ray.sqlite") as db:
+        outcome = run_study_on_ray(study, db, fleet_size=4)
+    assert outcome.outcomes == {"done": 8 + 6}  # 2 searches x 4 trials; 3 schedules x 2 seeds
+    local, on_ray = stored(tmp_path / "local.sqlite"), stored(tmp_path / "ray.sqlite")
+    assert on_ray[0] == local[0] and on_ray[2] == local[2]
+
+
 def test_fleets_fill_the_slots_in_equal_rounds(cluster):
     executor = RayExecutor()
     assert executor.slots.count == 2 and executor.slots.cpus == 1

@@ -32,7 +32,8 @@ def test_the_installed_wheel_runs_a_study_and_reads_its_presets(tmp_path):
     )
     (wheel,) = built.glob("schedlab-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for resource in ("presets/paper.toml", "presets/quick.toml", "dino.csv", "paper_tables.csv"):
+    presets = [f"presets/{name}.toml" for name in ("paper", "quick", "tuned-quick", "tuned")]
+    for resource in (*presets, "dino.csv", "paper_tables.csv"):
         assert f"schedlab/resources/{resource}" in names
     assert any(n.endswith("licenses/LICENSE") for n in names)
     target = tmp_path / "installed"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,9 @@ class RunSpec:
     seed: int
     settings: Settings
     engine: Engine
+    # The metrics to measure when it is trained (not part of its identity); empty: every one
+    # enabled. A tuning trial measures only its objective.
+    metrics: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -71,14 +75,33 @@ def run_id_of(identity: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def expand(study: StudySpec, engine: str = "fleet") -> list[RunSpec]:
-    """The grid, datasets x schedules x seeds, in file order; ``engine`` as asked for."""
+# A tuned schedule's configuration on one dataset: its base LR and schedule parameters.
+Chosen = tuple[float, dict[str, Any]]
+
+
+def expand(
+    study: StudySpec, engine: str = "fleet", chosen: Mapping[tuple[str, str], Chosen] | None = None
+) -> list[RunSpec]:
+    """The grid, datasets x schedules x seeds, in file order; ``engine`` as asked for.
+
+    A schedule the study tunes runs with its configuration ``chosen`` for (dataset, label),
+    and is left out where none is chosen yet (its tuning is not finished)."""
     out = []
+    tuned = {entry.display for entry in study.tuned_entries()}
     for dataset in study.datasets:
         for entry in study.schedules:
-            spec = resolve(entry.name, entry.params, study.train.steps)
-            runs_on = engine_for(engine, spec)
             settings = study.settings_for(entry)
+            params: Mapping[str, Any] = entry.params
+            if entry.display in tuned:
+                config = (chosen or {}).get((dataset, entry.display))
+                if config is None:
+                    continue
+                lr, params = config
+                settings = settings.model_copy(
+                    update={"train": settings.train.model_copy(update={"lr": lr})}
+                )
+            spec = resolve(entry.name, params, study.train.steps)
+            runs_on = engine_for(engine, spec)
             for seed in study.seed_list:
                 out.append(RunSpec(dataset, spec, entry.display, seed, settings, runs_on))
     return out

@@ -31,19 +31,21 @@ def report(
     runs its file plans, nothing else."""
     from schedlab.config.engines import check_engine
     from schedlab.config.study import load_study
-    from schedlab.plan import expand
     from schedlab.report.build import build_report
     from schedlab.report.data import PlannedStudy
     from schedlab.store.store import Store, default_path
+    from schedlab.tuning.trials import planned_runs, search_result, searches
 
     check_engine(engine)
     spec = load_study(study)
-    planned = PlannedStudy(
-        spec.model_dump(mode="json"), [(r.label, r.run_id) for r in expand(spec, engine)]
-    )
     path = store if store is not None else default_path(spec.name)
     target = out_dir if out_dir is not None else Path("reports") / spec.name
     with Store(path, create=False, read_only=True) as db:
+        planned = PlannedStudy(
+            spec.model_dump(mode="json"),
+            [(r.label, r.run_id) for r in planned_runs(spec, engine, db)],
+            [search_result(db, search) for search in searches(spec, engine)],
+        )
         result = build_report(db, spec.name, target, compare_paper, baseline, planned)
     missing = len(result.view.missing()) + result.view.not_in_store
     note = f" ({missing} planned runs not finished yet)" if missing else ""

@@ -1,15 +1,11 @@
-"""`schedlab run`, `measure`, `status` and `export`: studies and their store.
+"""`schedlab run`, `measure` and `status`: studies and their store.
 
-`status` and `export` read the store only: they open it read-only and never import torch.
+`status` reads the store only: it opens it read-only and never imports torch.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,7 +23,6 @@ from schedlab.cli.options import (
     StoreOption,
     StudyArg,
 )
-from schedlab.files import atomic_file
 from schedlab.store.records import RunRecord
 from schedlab.store.status import COLOURS, RunStatus
 from schedlab.store.store import Store, default_path
@@ -54,9 +49,9 @@ def plan_records(
 ) -> list[tuple[str, str, int, str, RunRecord | None]]:
     """(label, dataset, seed, status, record) for every planned run of the study as it is now."""
     from schedlab.measure.registry import measurement_keys
-    from schedlab.plan import expand
+    from schedlab.tuning.trials import planned_runs
 
-    runs = expand(study, engine)
+    runs = planned_runs(study, engine, store)
     pairs = [(r.label, r.run_id) for r in runs]
     known = {
         (rec.label, rec.run_id): rec
@@ -189,6 +184,8 @@ def run(
             raise typer.Exit(code) from None
         bar.stop()
         out.print(status_table(spec, db, engine))
+        if spec.tune is not None:
+            out.print(tuning_line(spec, db, engine))
     report_outcome(summary, path)
     if summary.outcomes[RunStatus.FAILED]:
         raise typer.Exit(1)
@@ -250,6 +247,8 @@ def status(study: StudyArg, store: StoreOption = None, engine: EngineOption = "f
     spec = load(study, engine)
     with Store(store_path(spec, store), create=False, read_only=True) as db:
         out.print(status_table(spec, db, engine))
+        if spec.tune is not None:
+            out.print(tuning_line(spec, db, engine))
         for label, dataset, seed, state, record in plan_records(spec, db, engine):
             if (
                 record is not None
@@ -259,81 +258,15 @@ def status(study: StudyArg, store: StoreOption = None, engine: EngineOption = "f
                 out.print(f"{state}: {dataset}/{label}/seed {seed}: {record.error}", markup=False)
 
 
-def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]:
-    """One row per planned run: identity, status, every metric, the flattened settings."""
-    from schedlab.config.study import default_baseline
-    from schedlab.measure.registry import keys
-    from schedlab.report.data import with_targets
+def tuning_line(spec: StudySpec, db: Store, engine: str) -> str:
+    """How far tuning is: trials scored of the budget, searches with a chosen configuration."""
+    from schedlab.tuning.trials import search_result, searches
 
-    planned = plan_records(spec, db, engine)
-    known = [record for *_, record in planned if record is not None]
-    baseline = default_baseline([entry.display for entry in spec.schedules])
-    derived, targets = with_targets(db, spec.model_dump(mode="json"), known, baseline)
-    by_run = {(r.label, r.run_id): r for r in derived}
-    rows = []
-    for label, dataset, seed, state, planned_record in planned:
-        record = planned_record and by_run[(planned_record.label, planned_record.run_id)]
-        row: dict[str, Any] = {"dataset": dataset, "schedule": label, "seed": seed, "status": state}
-        metrics = record.metrics if record else {}
-        for key in keys():
-            value = metrics.get(key, math.nan)
-            row[key] = None if value is None or not math.isfinite(value) else value
-        target = targets.get(dataset, math.nan)
-        row["target_loss"] = target if math.isfinite(target) else None
-        row["diverged_at"] = record.diverged_at if record else None
-        row["error"] = record.error if record else None
-        row["run_id"] = record.run_id if record else None
-        row["engine"] = record.engine if record else None
-        row["attempts"] = record.attempts if record else 0
-        row["origin"] = record.origin if record else None  # e.g. migrated from schema 1
-        row["schedule_name"] = record.schedule if record else None
-        row["params"] = json.dumps(record.params, sort_keys=True) if record else None
-        settings = {**(record.settings if record else {}), "eval": spec.eval.model_dump()}
-        for section, values in sorted(settings.items()):
-            for key, value in sorted(values.items()):
-                row[f"{section}.{key}"] = value
-        rows.append(row)
-    return rows
-
-
-@app.command()
-@one_line_errors
-def export(
-    study: StudyArg,
-    out_file: Annotated[Path, typer.Option("--out", help="file to write, or - for stdout (csv)")],
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
-    store: StoreOption = None,
-    engine: EngineOption = "fleet",
-) -> None:
-    """Write one row per run (metrics by their `train --json` keys, and the settings)."""
-    if fmt not in ("csv", "parquet"):
-        fail(f"unknown format {fmt!r}; valid formats: csv, parquet")
-    spec = load(study, engine)
-    with Store(store_path(spec, store), create=False, read_only=True) as db:
-        rows = export_rows(spec, db, engine)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    to_stdout = str(out_file) == "-"
-    if to_stdout and fmt != "csv":
-        raise ValueError("--out - writes CSV to stdout; parquet needs a file")
-    if out_file.is_dir():
-        raise ValueError(f"--out {out_file} is a directory; give the file to write")
-    if fmt == "parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            fail("parquet export needs pyarrow: pip install 'schedlab[parquet]'")
-    if to_stdout:
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        return
-    with atomic_file(out_file) as temp:
-        if fmt == "csv":
-            with temp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(rows)
-        else:
-            pq.write_table(pa.Table.from_pylist(rows), temp)
-    err.print(f"wrote {len(rows)} rows to {out_file}")
+    results = [search_result(db, search) for search in searches(spec, engine)]
+    scored = sum(t.state != "pending" for r in results for t in r.trials)
+    budget = sum(r.search.tune.trials for r in results)
+    chosen = sum(r.best is not None for r in results)
+    return (
+        f"tuning: {scored} of {budget} trials scored; {chosen} of {len(results)} schedule x "
+        "dataset searches have chosen their configuration"
+    )

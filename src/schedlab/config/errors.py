@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+TYPES = {"bool", "int", "float", "str"}
+
 
 def first_error(err: ValidationError) -> str:
     """Pydantic's first complaint as one line: where, what, and the value it got."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
+    # A union's errors carry the member's type in their location ("bool", "dict[str,...]").
+    where = ".".join(
+        str(p) for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in TYPES))
+    )
     if first["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
     if first["type"] == "missing":

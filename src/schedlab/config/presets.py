@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-PRESETS = ("paper", "quick")
+PRESETS = ("paper", "quick", "tuned-quick", "tuned")
 
 
 def study_source(ref: str) -> tuple[str, str]:

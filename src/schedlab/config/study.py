@@ -17,6 +17,7 @@ from schedlab.config.settings import (
     TargetSettings,
     TrainSettings,
 )
+from schedlab.config.tune import SpaceOverride, TuneSettings
 from schedlab.schedules import registry
 
 
@@ -27,6 +28,9 @@ class ScheduleEntry(BaseModel):
     label: str | None = Field(None, min_length=1, description="display name; defaults to name")
     params: dict[str, Any] = Field(default_factory=dict)
     lr: float | None = Field(None, gt=0, allow_inf_nan=False, description="overrides train.lr")
+    # With a [tune] section: true (tuned over the default space), ranges that override it,
+    # or false (trained as given: the as-published configuration).
+    tune: SpaceOverride | bool = True
 
     @property
     def display(self) -> str:
@@ -48,6 +52,7 @@ class StudySpec(BaseModel):
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
     target: TargetSettings = TargetSettings()
+    tune: TuneSettings | None = None
     schedules: list[ScheduleEntry] = Field(min_length=1)
 
     @field_validator("datasets")
@@ -99,6 +104,50 @@ class StudySpec(BaseModel):
         for entry in self.schedules:
             registry.resolve(entry.name, entry.params, self.train.steps)
         return self
+
+    @model_validator(mode="after")
+    def _valid_tuning(self) -> StudySpec:
+        if self.tune is None:
+            named = next((e.display for e in self.schedules if isinstance(e.tune, dict)), None)
+            if named:
+                raise ValueError(f"schedule {named!r} sets tune ranges but there is no [tune]")
+            return self
+        from schedlab.measure.registry import METRICS
+        from schedlab.tuning.space import search_space
+
+        shared = sorted(set(self.tune.tune_seeds) & set(self.seed_list))
+        if shared:
+            raise ValueError(
+                f"tune_seeds {shared} are also final seeds; final runs never reuse a tuning seed"
+            )
+        if not METRICS[self.tune.objective].enabled(self.eval):
+            raise ValueError(f"objective {self.tune.objective!r} is disabled by [eval]")
+        tuned = self.tuned_entries()
+        for entry in tuned:
+            search_space(entry, self.tune, self.tune_steps)
+        known = {"lr"} | {
+            name
+            for entry in tuned
+            for name in registry.lookup(entry.name).params
+            if not registry.lookup(entry.name).open_params
+        }
+        stray = sorted(set(self.tune.space) - known)
+        if stray and not any(registry.lookup(e.name).open_params for e in tuned):
+            raise ValueError(
+                f"[tune.space] names {', '.join(stray)}, a parameter of no tuned schedule; "
+                f"tunable: {', '.join(sorted(known))}"
+            )
+        return self
+
+    def tuned_entries(self) -> list[ScheduleEntry]:
+        """The schedules a [tune] section tunes (every one not marked ``tune = false``)."""
+        if self.tune is None:
+            return []
+        return [entry for entry in self.schedules if entry.tune is not False]
+
+    @property
+    def tune_steps(self) -> int:
+        return self.tune.steps if self.tune and self.tune.steps else self.train.steps
 
     @property
     def seed_list(self) -> list[int]:

@@ -46,8 +46,8 @@ class Events:
 
 @dataclass
 class StudyOutcome:
-    planned: int
-    skipped: int  # finished before this driver started
+    planned: int = 0
+    skipped: int = 0  # finished before this driver started
     outcomes: Counter[str] = field(default_factory=Counter)  # what this driver trained
     measured: int = 0  # finished runs measured again from their stored weights
     notes: list[str] = field(default_factory=list)
@@ -114,14 +114,30 @@ class Driver:
     def run_study(
         self, study: StudySpec, executor: Executor, worker: Worker, engine: str, size: int
     ) -> StudyOutcome:
-        """Train every run of the study not finished yet, then measure what is missing."""
+        """Train every run of the study not finished yet, then measure what is missing. A
+        study with `[tune]` tunes first (``schedlab.tuning.search``), then trains its finals."""
+        if study.tune is not None:
+            from schedlab.tuning.search import tune_study
+
+            return tune_study(self, study, executor, worker, engine, size)
+        start = time.perf_counter()
         runs = plan.expand(study, engine)
         self.register(study, runs)
-        runs = plan.unique(runs)
+        outcome = StudyOutcome()
+        self.train_runs(plan.unique(runs), executor, size, outcome)
+        self.measure_missing(plan.unique(runs), worker, outcome)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+
+    def train_runs(
+        self, runs: list[RunSpec], executor: Executor, size: int, outcome: StudyOutcome
+    ) -> None:
+        """Train every one of ``runs`` (unique) not finished yet; wait for those other
+        drivers hold."""
         finished = sum(self.store.status(r.run_id) in FINISHED for r in runs)
-        outcome = StudyOutcome(planned=len(runs), skipped=finished)
+        outcome.planned += len(runs)
+        outcome.skipped += finished
         self.finished = finished
-        start = time.perf_counter()
         tried: set[str] = set()  # runs this driver claimed: a failure is not retried here
         with Heartbeat(self.store, self.owner, self.lease_s):
             while True:
@@ -133,9 +149,6 @@ class Driver:
                     time.sleep(POLL_S)  # other drivers hold these; wait, or take them over
                 else:
                     break
-        self.measure_missing(runs, worker, outcome)
-        outcome.seconds = time.perf_counter() - start
-        return outcome
 
     def _claimable(self, runs: list[RunSpec], tried: set[str]) -> list[RunSpec]:
         self._expire_dead_owners()

@@ -13,6 +13,7 @@ from schedlab.execute.work import Worker
 from schedlab.plan import RunSpec
 from schedlab.store.store import Store
 from schedlab.training.common import Progress
+from schedlab.tuning.trials import planned_runs
 
 
 class LocalExecutor:
@@ -50,10 +51,10 @@ def run_study(
 
 def measure_study(study: StudySpec, store: Store, engine: str = "fleet") -> StudyOutcome:
     """Measure every finished run of ``study`` from its stored weights; train nothing."""
-    runs = plan.expand(study, engine)
+    runs = planned_runs(study, engine, store)
     driver = Driver(store)
     driver.register(study, runs)
     runs = plan.unique(runs)
-    outcome = StudyOutcome(planned=len(runs), skipped=0)
+    outcome = StudyOutcome(planned=len(runs))
     driver.measure_missing(runs, Worker(), outcome)
     return outcome

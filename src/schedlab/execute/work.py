@@ -15,7 +15,7 @@ import numpy as np
 from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
 from schedlab.execute.base import RunOutcome
 from schedlab.measure.evaluate import Measured, Trained, evaluate
-from schedlab.measure.registry import Metric, enabled, sample_key
+from schedlab.measure.registry import METRICS, Metric, enabled, sample_key
 from schedlab.measure.workload import Workload
 from schedlab.model.denoiser import Denoiser, load_weights_vector, weights_vector
 from schedlab.plan import RunSpec
@@ -81,7 +81,8 @@ class Worker:
         """Every enabled metric of a freshly trained run, with everything to store."""
         trained = Trained(result.training_time, result.model, result.ema_model)
         diverged = result.diverged_at is not None
-        measured = evaluate(workload, trained, run.seed, run.settings, diverged=diverged)
+        chosen = [METRICS[key] for key in run.metrics] or None
+        measured = evaluate(workload, trained, run.seed, run.settings, chosen, diverged)
         notes = measured.notes
         kept = (result.model, result.ema_model)
         if diverged:

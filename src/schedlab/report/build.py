@@ -21,6 +21,7 @@ from schedlab.report.tables import (
     summary_rows,
     write_summary_csv,
 )
+from schedlab.report.tuning import sensitivity_figure, tuning_section
 from schedlab.store.store import Store
 
 
@@ -88,10 +89,13 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
             )
     ranks, profile = ranks_and_profile(view, rows)
     figures = {name: draw(view, store, out_dir) for name, draw in FIGURES.items()}
+    if view.tuning:
+        figures["sensitivity"] = sensitivity_figure(view, out_dir)
     sections = [
         html.status_section(view),
         html.kl_section(view, rows),
         html.paired_section(view, paired),
+        tuning_section(view),
         html.ranking_section(
             ranks, profile, ranks_by_metric(view.labels, rows), profiles_by_metric(view, rows)
         ),

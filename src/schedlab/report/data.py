@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from schedlab.config.settings import EvalSettings, TargetSettings
@@ -13,6 +13,7 @@ from schedlab.measure.targets import dataset_targets, with_time_to_target
 from schedlab.store.records import RunRecord
 from schedlab.store.status import FINISHED, RunStatus
 from schedlab.store.store import Store
+from schedlab.tuning.trials import SearchResult
 
 # The metrics with a table of their own: key -> (title with unit, decimals), registry order.
 TABLE_METRICS = {m.key: (m.label, m.digits) for m in METRICS.values() if m.table}
@@ -31,6 +32,7 @@ class StudyView:
     targets: dict[str, float]  # dataset -> the held-out EMA loss time-to-target aims at
     not_in_store: int = 0  # planned runs the store has never seen (not run yet)
     other_plans: int = 0  # other configurations registered under this study's name
+    tuning: list[SearchResult] = field(default_factory=list)  # a tuned study's searches
 
     def finished(self) -> list[RunRecord]:
         return [r for r in self.records if r.status == RunStatus.DONE]
@@ -74,6 +76,7 @@ class PlannedStudy:
 
     spec: dict[str, Any]
     pairs: list[tuple[str, str]]  # (label, run id), in plan order
+    tuning: list[SearchResult] = field(default_factory=list)
 
 
 def study_records(store: Store, study: str) -> tuple[dict[str, Any], list[RunRecord]]:
@@ -139,4 +142,5 @@ def load_study_view(
             not run_ids.issuperset(r for _, r in store.plan_pairs(plan_id))
             for plan_id in store.plans(study)
         ),
+        tuning=planned.tuning if planned else [],
     )

@@ -331,6 +331,10 @@ def page(view: StudyView, sections: Sequence[str], figures: dict[str, Path]) -> 
             "Held-out EMA loss while training (median and band over seeds) and the target "
             "time-to-target measures against (dashed)"
         ),
+        "sensitivity": (
+            "Tuning: each trial's objective against its LR, per dataset (ringed: the chosen "
+            "configuration; on the top edge: the worst quarter of the trials; x: diverged)"
+        ),
     }
     figs = "".join(image(path, captions[name]) for name, path in figures.items())
     return (

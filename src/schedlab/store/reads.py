@@ -47,6 +47,13 @@ class StoreReads:
             "SELECT label, run_id FROM plan_runs WHERE plan_id = ? ORDER BY position", (plan_id,)
         ).fetchall()
 
+    def trial_runs(self, search: str) -> list[tuple[int, int, str]]:
+        """(trial number, seed, run id) of every trial run recorded for ``search``."""
+        return self.conn.execute(
+            "SELECT trial, seed, run_id FROM trials WHERE search = ? ORDER BY trial, seed",
+            (search,),
+        ).fetchall()
+
     def measured_keys(self, run_id: str) -> set[tuple[str, str]]:
         """(metric, measurement key) pairs stored for a run."""
         rows = self.conn.execute(

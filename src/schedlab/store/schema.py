@@ -1,10 +1,12 @@
-"""The store's tables (schema 3) and the migrations from schemas 1 (schedlab 0.1) and 2.
+"""The store's tables (schema 4) and the migrations from schemas 1 (schedlab 0.1), 2 and 3.
 
 Schema 2 separated a run's training (``runs``, ``curves``, ``weights``: keyed by the training
 identity) from its measurements (``measurements``, ``samples``: keyed by the run and a
 measurement key), keeps every registered plan (``studies``, ``plan_runs``: appended, never
 deleted), and records each run's engine, its claims (``attempts``) and its lease. Schema 3
 adds each run's held-out EMA loss curve (``curves.heldout``: [m, 2] of steps and losses).
+Schema 4 adds the runs of tuning trials (``trials``: a search's trial number and tuning seed ->
+the run), apart from the plans, whose runs are the ones a report ranks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from schedlab.plan import NUMERIC_VERSION, run_id_of
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.store.status import STORED, RunStatus
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _STATUS_CHECK = ", ".join(f"'{s}'" for s in STORED)
 TABLES = [
@@ -84,6 +86,14 @@ TABLES = [
     )""",
     "CREATE INDEX runs_by_status ON runs(status)",
 ]
+TRIALS_TABLE = """CREATE TABLE trials (
+    search TEXT NOT NULL,
+    trial INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    PRIMARY KEY (search, trial, seed)
+)"""
+TABLES.append(TRIALS_TABLE)
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -98,13 +108,10 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
     transaction."""
     if version == 1:
         migrate_from_1(conn)
-    else:
-        migrate_from_2(conn)
-
-
-def migrate_from_2(conn: sqlite3.Connection) -> None:
-    """Schema 2 -> 3: curves get a held-out column; runs trained before it have none."""
-    conn.execute("ALTER TABLE curves ADD COLUMN heldout BLOB")
+        return
+    if version == 2:  # schema 3: curves get a held-out column; older runs have none
+        conn.execute("ALTER TABLE curves ADD COLUMN heldout BLOB")
+    conn.execute(TRIALS_TABLE)  # schema 4: no trial before it
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 

@@ -81,7 +81,7 @@ class Store(StoreReads):
                     f"{self.path} was written by a newer schedlab (store schema "
                     f"{version}, this schedlab reads {SCHEMA_VERSION}); upgrade schedlab"
                 )
-            if version not in (1, 2):
+            if version not in (1, 2, 3):
                 raise StoreError(
                     f"{self.path} has store schema {version}; this schedlab reads schemas 1 "
                     f"to {SCHEMA_VERSION}"
@@ -137,24 +137,22 @@ class Store(StoreReads):
                 (plan_id, name, json.dumps(spec, sort_keys=True), time.time()),
             )
             for position, run in enumerate(plan):
-                c.execute(
-                    "INSERT OR IGNORE INTO runs (run_id, dataset, schedule, params, seed, "
-                    f"settings, engine, status) VALUES (?, ?, ?, ?, ?, ?, ?, '{PENDING}')",
-                    (
-                        run.run_id,
-                        run.dataset,
-                        run.schedule,
-                        json.dumps(run.params, sort_keys=True),
-                        run.seed,
-                        json.dumps(run.settings, sort_keys=True),
-                        run.engine,
-                    ),
-                )
+                _insert_run(c, run)
                 c.execute(
                     "INSERT OR IGNORE INTO plan_runs VALUES (?, ?, ?, ?)",
                     (plan_id, run.label, run.run_id, position),
                 )
         return plan_id
+
+    def register_trials(self, trials: Iterable[tuple[str, int, PlannedRun]]) -> None:
+        """Record the runs of tuning trials: (search, trial number, run) each."""
+        with self._transaction() as c:
+            for search, trial, run in trials:
+                _insert_run(c, run)
+                c.execute(
+                    "INSERT OR IGNORE INTO trials VALUES (?, ?, ?, ?)",
+                    (search, trial, run.seed, run.run_id),
+                )
 
     def status(self, run_id: str) -> str | None:
         row = self.conn.execute(
@@ -291,3 +289,20 @@ class Store(StoreReads):
                 "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
                 (run_id, skey, encode_array(points.astype(np.float32)), seconds),
             )
+
+
+def _insert_run(c: sqlite3.Connection, run: PlannedRun) -> None:
+    """A planned run, pending, unless the store knows it already."""
+    c.execute(
+        "INSERT OR IGNORE INTO runs (run_id, dataset, schedule, params, seed, settings, engine, "
+        f"status) VALUES (?, ?, ?, ?, ?, ?, ?, '{PENDING}')",
+        (
+            run.run_id,
+            run.dataset,
+            run.schedule,
+            json.dumps(run.params, sort_keys=True),
+            run.seed,
+            json.dumps(run.settings, sort_keys=True),
+            run.engine,
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Equal-budget tuning: search spaces, the trials of a study, and the Optuna search."""
