@@ -151,18 +151,49 @@ def test_a_kill_inside_an_ask_resumes_with_the_same_trials(tmp_path, monkeypatch
     assert len(uninterrupted) == 4 * 2  # 4 searches, a batch of 2 each
 
 
-@pytest.mark.slow
-def test_kill_9_mid_tuning_then_resume_gives_the_same_trials_and_choices(tmp_path):
-    study_file = tmp_path / "tuned.toml"
+def run_command(study_file: Path, store: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "schedlab",
+        "run",
+        str(study_file),
+        "--fleet-size",
+        "3",
+        "--store",
+        str(store),
+    ]
+
+
+ENV = {**os.environ, "COLUMNS": "150"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(study file, store) of the tiny tuned study run once by the CLI, start to end."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    study_file, store = folder / "tuned.toml", folder / "full.sqlite"
     study_file.write_text(STUDY)
-    command = [sys.executable, "-m", "schedlab", "run", str(study_file), "--fleet-size", "3"]
-    env = {**os.environ, "COLUMNS": "150"}
-    full = tmp_path / "full.sqlite"
-    subprocess.run([*command, "--store", str(full)], env=env, check=True, capture_output=True)
+    subprocess.run(run_command(study_file, store), env=ENV, check=True, capture_output=True)
+    return study_file, store
+
+
+def final_metrics(store: Path) -> dict[str, dict[str, float]]:
+    """run id -> every metric of the final runs, times left out."""
+    with Store(store, read_only=True) as db:
+        records = study_records(db, "tuned")[1]
+    return {
+        r.run_id: {k: v for k, v in r.metrics.items() if not k.endswith("_time")} for r in records
+    }
+
+
+@pytest.mark.slow
+def test_kill_9_mid_tuning_then_resume_gives_the_same_trials_and_choices(tmp_path, uninterrupted):
+    study_file, full = uninterrupted
     killed = tmp_path / "killed.sqlite"
     proc = subprocess.Popen(
-        [*command, "--store", str(killed)],
-        env=env,
+        run_command(study_file, killed),
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -175,17 +206,38 @@ def test_kill_9_mid_tuning_then_resume_gives_the_same_trials_and_choices(tmp_pat
     proc.wait()
     assert 5 <= done_trials(killed) < 16, "the kill must land mid-tuning"
     resumed = subprocess.run(
-        [*command, "--store", str(killed)], env=env, capture_output=True, text=True
+        run_command(study_file, killed), env=ENV, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
     assert optuna_trials(killed) == optuna_trials(full)
-    with Store(full, read_only=True) as a, Store(killed, read_only=True) as b:
-        ours = {r.run_id: r.metrics for r in study_records(b, "tuned")[1]}
-        theirs = {r.run_id: r.metrics for r in study_records(a, "tuned")[1]}
-    assert ours.keys() == theirs.keys()
+    assert_same_finals(killed, full)
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_tuned_study_and_train_every_run_once(tmp_path, uninterrupted):
+    study_file, full = uninterrupted
+    shared = tmp_path / "shared.sqlite"
+    procs = [
+        subprocess.Popen(
+            run_command(study_file, shared), env=ENV, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    with sqlite3.connect(shared) as c:
+        attempts = [a for (a,) in c.execute("SELECT attempts FROM runs")]
+    assert len(attempts) == 16 + 12 and set(attempts) == {1}  # every run trained once
+    # The same trials, asked once each, and the same choices as one process alone.
+    assert optuna_trials(shared) == optuna_trials(full)
+    assert_same_finals(shared, full)
+
+
+def assert_same_finals(store: Path, reference: Path) -> None:
+    """The same final runs, every metric bitwise equal (NaN where the reference has NaN)."""
+    ours, theirs = final_metrics(store), final_metrics(reference)
+    assert ours.keys() == theirs.keys() and len(ours) == 12
     for run_id, metrics in ours.items():
-        del metrics["training_time"], metrics["inference_time"]
-        del theirs[run_id]["training_time"], theirs[run_id]["inference_time"]
         assert metrics == pytest.approx(theirs[run_id], nan_ok=True, rel=0, abs=0)
 
 
@@ -257,6 +309,16 @@ def test_study_level_tune_errors():
             "[tune.space] names nope",
         ),
         (STUDY.replace("batch = 2", 'sampler = "grid"'), "tune.sampler"),
+        (
+            STUDY.replace('name = "cosine"', 'name = "cosine"\ntune = "yes"'),
+            "schedules.0.tune: tune must be true, false or a table of search ranges, got 'yes'",
+        ),
+        (
+            STUDY.replace('name = "cosine"', 'name = "cosine"\ntune = false').replace(
+                'name = "step"\n[[', 'name = "step"\ntune = false\n[['
+            ),
+            "[tune] has nothing to tune: every schedule says tune = false",
+        ),
         (
             STUDY.replace("batch = 2", 'objective = "eval_loss"'),
             "objective 'eval_loss' is disabled by [eval]",

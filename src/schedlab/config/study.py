@@ -32,6 +32,13 @@ class ScheduleEntry(BaseModel):
     # or false (trained as given: the as-published configuration).
     tune: SpaceOverride | bool = True
 
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _tune_kind(cls, value: object) -> object:
+        if not isinstance(value, bool | dict):
+            raise ValueError(f"tune must be true, false or a table of search ranges, got {value!r}")
+        return value
+
     @property
     def display(self) -> str:
         return self.label or self.name
@@ -123,6 +130,8 @@ class StudySpec(BaseModel):
         if not METRICS[self.tune.objective].enabled(self.eval):
             raise ValueError(f"objective {self.tune.objective!r} is disabled by [eval]")
         tuned = self.tuned_entries()
+        if not tuned:
+            raise ValueError("[tune] has nothing to tune: every schedule says tune = false")
         for entry in tuned:
             search_space(entry, self.tune, self.tune_steps)
         known = {"lr"} | {

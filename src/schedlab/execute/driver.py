@@ -121,11 +121,13 @@ class Driver:
 
             return tune_study(self, study, executor, worker, engine, size)
         start = time.perf_counter()
-        runs = plan.expand(study, engine)
-        self.register(study, runs)
-        outcome = StudyOutcome()
-        self.train_runs(plan.unique(runs), executor, size, outcome)
-        self.measure_missing(plan.unique(runs), worker, outcome)
+        grid = plan.expand(study, engine)
+        self.register(study, grid)  # every label: two labels may name one run
+        runs = plan.unique(grid)
+        finished = sum(self.store.status(r.run_id) in FINISHED for r in runs)
+        outcome = StudyOutcome(planned=len(runs), skipped=finished)
+        self.train_runs(runs, executor, size, outcome)
+        self.measure_missing(runs, worker, outcome)
         outcome.seconds = time.perf_counter() - start
         return outcome
 
@@ -134,10 +136,7 @@ class Driver:
     ) -> None:
         """Train every one of ``runs`` (unique) not finished yet; wait for those other
         drivers hold."""
-        finished = sum(self.store.status(r.run_id) in FINISHED for r in runs)
-        outcome.planned += len(runs)
-        outcome.skipped += finished
-        self.finished = finished
+        self.finished = sum(self.store.status(r.run_id) in FINISHED for r in runs)
         tried: set[str] = set()  # runs this driver claimed: a failure is not retried here
         with Heartbeat(self.store, self.owner, self.lease_s):
             while True:

@@ -28,6 +28,7 @@ from optuna.trial import Trial, TrialState
 from schedlab import plan
 from schedlab.execute.driver import Driver, StudyOutcome, planned
 from schedlab.store.reads import StoreReads
+from schedlab.store.status import FINISHED
 from schedlab.tuning.samplers import make_sampler
 from schedlab.tuning.trials import Search, planned_runs, search_result, searches
 
@@ -174,9 +175,20 @@ def tune_study(
         driver.train_runs(runs, executor, size, outcome)
         if not tuner.tell(driver.store, round_trials):
             break  # a trial without a result: leave its round to a later `run`
-    finals = planned_runs(study, engine, driver.store)
-    driver.register(study, finals)
-    driver.train_runs(plan.unique(finals), executor, size, outcome)
-    driver.measure_missing(plan.unique(finals), worker, outcome)
+    ranked = planned_runs(study, engine, driver.store)
+    driver.register(study, ranked)  # every label: two labels may name one run
+    finals = plan.unique(ranked)
+    driver.train_runs(finals, executor, size, outcome)
+    driver.measure_missing(finals, worker, outcome)
+    trial_runs = {
+        run_id
+        for search in tuner.searches
+        for trial, _, run_id in driver.store.trial_runs(search.key)
+        if trial < search.tune.trials
+    }
+    every = trial_runs | {run.run_id for run in finals}
+    unfinished = sum(driver.store.status(run_id) not in FINISHED for run_id in every)
+    outcome.planned = len(every)
+    outcome.skipped = len(every) - sum(outcome.outcomes.values()) - unfinished
     outcome.seconds = time.perf_counter() - start
     return outcome
