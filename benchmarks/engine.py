@@ -9,7 +9,8 @@ Measures, in one process on one machine:
 - each engine's fraction of the peak, at 403 MFLOP per model-step (forward, backward of the
   weights and of the hidden activations, for 256 points through the 296,450-parameter MLP);
 - where the largest fleet's step goes: GEMMs (with their GFLOP/s), AdamW, the rest;
-- sampling throughput (points x denoising steps per second, chunks of 1,000 points).
+- sampling throughput of K = 16 runs through T = 100 steps (CPU): one run after another with
+  the reference sampler, and as one fleet (``schedlab.measure.sampling``).
 Ratios to the reference loop are the speed claims; they are measured here, in the same run.
 """
 
@@ -24,6 +25,7 @@ import torch
 
 from schedlab import data
 from schedlab.config.settings import TrainSettings
+from schedlab.measure.sampling import timed_samples
 from schedlab.model.diffusion import sample
 from schedlab.schedules import registry as schedules
 from schedlab.training.common import Member, build_model, noise_schedule
@@ -31,8 +33,10 @@ from schedlab.training.fleet.model import FleetDenoiser
 from schedlab.training.fleet.optimizer import FleetAdamW, clip_coefficients
 from schedlab.training.fleet.shards import train_fleet
 from schedlab.training.loop import train_reference
+from schedlab.training.seeding import generator
 
 FLOP_PER_MODEL_STEP = 403e6
+SAMPLING_K = 16
 
 
 def matmul_peak_gflops(device: str, size: int = 2048, repeats: int = 5) -> float:
@@ -107,14 +111,20 @@ def fleet_step_breakdown(k: int, device: str, steps: int) -> dict[str, float]:
     return {"total_ms": total, **{f"{n}_ms": v for n, v in parts.items()}}
 
 
-def sampling_points_per_s(n: int, device: str) -> float:
+def sampling_samples_per_s(k: int, n: int) -> tuple[float, float]:
+    """Samples/s through all T steps for K runs (CPU, chunks of 1,000 points): one after
+    another with the reference sampler (torch's threads), and as one fleet (single-threaded
+    shards, one per thread)."""
     settings = TrainSettings()
-    model = build_model(settings, 0).to(device)
-    noise = noise_schedule(settings).to(device)
+    models = [build_model(settings, seed) for seed in range(k)]
+    noise = noise_schedule(settings)
     start = time.perf_counter()
-    sample(model, noise, n, torch.Generator().manual_seed(0), chunk=1000, device=device)
-    sync(device)
-    return n * settings.timesteps / (time.perf_counter() - start)
+    for seed, model in enumerate(models):
+        sample(model, noise, n, generator(seed, "sample"), chunk=1000)
+    loop = k * n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    timed_samples(models, list(range(k)), noise, n, torch.float32, chunk=1000)
+    return loop, k * n / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -134,7 +144,7 @@ def main() -> None:
     loop = loop_steps_per_s(loop_steps, args.device)
     fleet = {str(k): fleet_steps_per_s(k, fleet_steps, args.device) for k in sizes}
     breakdown = fleet_step_breakdown(max(sizes), args.device, 5 if args.quick else 20)
-    sampling = sampling_points_per_s(2000 if args.quick else 10_000, args.device)
+    sampling_loop, sampling_fleet = sampling_samples_per_s(SAMPLING_K, 300 if args.quick else 2000)
     threads = torch.get_num_threads()
     print(f"device {args.device}, torch {torch.__version__}, {threads} threads")
     print(f"matmul peak: {peak:.1f} GFLOP/s")
@@ -152,8 +162,8 @@ def main() -> None:
         f"+ the rest {other:.1f} ms"
     )
     print(
-        f"sampling: {sampling / 1e6:.2f} M point-steps/s "
-        f"({sampling / 100:.0f} samples/s through T = 100 steps)"
+        f"sampling, K = {SAMPLING_K} runs (CPU): one by one {sampling_loop:.0f} samples/s, "
+        f"as a fleet {sampling_fleet:.0f} samples/s ({sampling_fleet / sampling_loop:.2f}x)"
     )
     if args.json:
         args.json.write_text(
@@ -165,7 +175,9 @@ def main() -> None:
                     "loop_steps_per_s": loop,
                     "fleet_steps_per_s": fleet,
                     "fleet_step_breakdown_ms": {"K": max(sizes), **breakdown},
-                    "sampling_point_steps_per_s": sampling,
+                    "sampling_k": SAMPLING_K,
+                    "sampling_loop_samples_per_s": sampling_loop,
+                    "sampling_fleet_samples_per_s": sampling_fleet,
                 },
                 indent=2,
             )

@@ -23,6 +23,10 @@ def test_engine_benchmark_quick_writes_its_json(tmp_path):
     assert set(numbers["fleet_steps_per_s"]) == {"1", "3"}
     assert all(v > 0 for v in numbers["fleet_steps_per_s"].values())
     assert numbers["loop_steps_per_s"] > 0 and numbers["peak_gflops"] > 0
+    assert numbers["sampling_k"] == 16
+    assert (
+        numbers["sampling_loop_samples_per_s"] > 0 and numbers["sampling_fleet_samples_per_s"] > 0
+    )
     breakdown = numbers["fleet_step_breakdown_ms"]
     assert breakdown["K"] == 3
     assert 0 < breakdown["gemm_ms"] + breakdown["adamw_ms"] < breakdown["total_ms"]

@@ -16,6 +16,7 @@ from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
 from schedlab.execute.base import RunOutcome
 from schedlab.measure.evaluate import Measured, Trained, evaluate
 from schedlab.measure.registry import METRICS, Metric, enabled, sample_key
+from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
 from schedlab.model.denoiser import Denoiser, load_weights_vector, weights_vector
 from schedlab.plan import RunSpec
@@ -69,20 +70,58 @@ class Worker:
             for run in fleet:
                 yield RunOutcome(run, None, error_line(err))
             return
+        try:
+            drawn = self.draw_samples(fleet, workloads, results)
+        except Exception as err:  # recorded for each run of the fleet; the study goes on
+            for run in fleet:
+                yield RunOutcome(run, None, error_line(err))
+            return
         for run, workload, result in zip(fleet, workloads, results, strict=True):
             try:
-                commit = self.measure_fresh(run, workload, result)
+                commit = self.measure_fresh(run, workload, result, drawn.get(run.run_id))
             except Exception as err:  # recorded; the study goes on
                 yield RunOutcome(run, None, error_line(err))
             else:
                 yield RunOutcome(run, commit)
 
-    def measure_fresh(self, run: RunSpec, workload: Workload, result: TrainResult) -> Commit:
-        """Every enabled metric of a freshly trained run, with everything to store."""
-        trained = Trained(result.training_time, result.model, result.ema_model)
+    def draw_samples(
+        self, fleet: list[RunSpec], workloads: list[Workload], results: list[TrainResult]
+    ) -> dict[str, tuple[np.ndarray, float]]:
+        """run id -> (samples, seconds per run) for the fleet's runs that did not diverge and
+        measure a metric of samples, drawn as one batched computation."""
+        wanted = [
+            (run, workload, result)
+            for run, workload, result in zip(fleet, workloads, results, strict=True)
+            if result.diverged_at is None
+            and any("samples" in m.needs for m in measured_metrics(run))
+        ]
+        if not wanted:
+            return {}
+        run, workload, _ = wanted[0]
+        points, seconds = timed_samples(
+            [result.ema_model for *_, result in wanted],
+            [run.seed for run, *_ in wanted],
+            workload.noise,
+            run.settings.eval.samples,
+            workload.dtype,
+            run.settings.eval.sample_chunk,
+        )
+        return {r.run_id: (p, seconds) for (r, *_), p in zip(wanted, points, strict=True)}
+
+    def measure_fresh(
+        self,
+        run: RunSpec,
+        workload: Workload,
+        result: TrainResult,
+        drawn: tuple[np.ndarray, float] | None = None,
+    ) -> Commit:
+        """Every enabled metric of a freshly trained run (``drawn``: its samples, drawn with
+        its fleet), with everything to store."""
+        trained = Trained(result.training_time, result.model, result.ema_model, drawn=drawn)
         diverged = result.diverged_at is not None
-        chosen = [METRICS[key] for key in run.metrics] or None
-        measured = evaluate(workload, trained, run.seed, run.settings, chosen, diverged)
+        measured = evaluate(
+            workload, trained, run.seed, run.settings, measured_metrics(run), diverged
+        )
         notes = measured.notes
         kept = (result.model, result.ema_model)
         if diverged:
@@ -121,6 +160,11 @@ class Worker:
         t = run.settings.train
         model = Denoiser(t.emb_size, t.hidden_size, t.hidden_layers, run.dim).to(t.torch_dtype)
         return load_weights_vector(model, vector)
+
+
+def measured_metrics(run: RunSpec) -> list[Metric]:
+    """The metrics a freshly trained run measures: its own list, else every one enabled."""
+    return [METRICS[key] for key in run.metrics] or enabled(run.settings.eval)
 
 
 def divergence_note(result: TrainResult, settings: TrainSettings) -> str:

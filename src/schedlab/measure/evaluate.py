@@ -19,7 +19,7 @@ from schedlab import data
 from schedlab.config.settings import Settings
 from schedlab.measure.losses import reference_eval_loss
 from schedlab.measure.registry import Metric, Need, enabled
-from schedlab.measure.sampling import timed_sample
+from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
 from schedlab.model.denoiser import Denoiser
 
@@ -32,6 +32,8 @@ class Trained:
     model: Denoiser | None = None  # raw weights; None when not kept
     ema_model: Denoiser | None = None
     samples: tuple[np.ndarray, float] | None = None  # stored samples [m, d] and their seconds
+    # Samples drawn with its fleet after training (to be stored), and their seconds per run.
+    drawn: tuple[np.ndarray, float] | None = None
 
 
 @dataclass
@@ -47,7 +49,7 @@ class MeasureContext:
     def __init__(self, workload: Workload, trained: Trained, seed: int, settings: Settings):
         self.workload, self.trained, self.seed, self.settings = workload, trained, seed, settings
         self.training_time = trained.training_time
-        self.drawn: tuple[np.ndarray, float] | None = None
+        self.drawn: tuple[np.ndarray, float] | None = trained.drawn
 
     def available(self, need: Need) -> bool:
         t = self.trained
@@ -56,7 +58,7 @@ class MeasureContext:
             "reference": True,
             "weights": t.model is not None,
             "ema_weights": t.ema_model is not None,
-            "samples": t.samples is not None or t.ema_model is not None,
+            "samples": t.samples is not None or t.drawn is not None or t.ema_model is not None,
         }[need]
 
     def samples(self) -> tuple[np.ndarray, float]:
@@ -66,15 +68,15 @@ class MeasureContext:
         if self.drawn is None:
             assert self.trained.ema_model is not None
             w = self.workload
-            self.drawn = timed_sample(
-                self.trained.ema_model,
+            (points,), seconds = timed_samples(
+                [self.trained.ema_model],
+                [self.seed],
                 w.noise,
                 self.settings.eval.samples,
-                self.seed,
                 w.dtype,
                 self.settings.eval.sample_chunk,
-                w.dim,
             )
+            self.drawn = points, seconds
         return self.drawn
 
     def heldout_loss(self, ema: bool) -> float:

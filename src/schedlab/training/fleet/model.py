@@ -148,6 +148,35 @@ class FleetDenoiser:
             self._buffers[batch] = _Buffers(self, batch)
         return self._buffers[batch]
 
+    def _forward(self, buf: _Buffers, t: torch.Tensor) -> None:
+        """Each member's noise prediction on ``buf.xt`` at timesteps ``t`` [K, B] into
+        ``buf.pred``, keeping the activations the backward pass reads."""
+        k, batch, d, e = self.k, buf.xt.shape[1], self.in_dim, self.emb_size
+        torch.mul(buf.xt, X_SCALE, out=buf.scaled)  # [K, B, d]
+        torch.mul(buf.scaled.unsqueeze(-1), self.freqs, out=buf.angles)  # [K, B, d, e/2]
+        sincos = buf.emb[..., : d * e].unflatten(-1, (d, 2, e // 2))  # [K, B, d, sin|cos, e/2]
+        torch.sin(buf.angles, out=sincos[..., 0, :])
+        torch.cos(buf.angles, out=sincos[..., 1, :])
+        torch.index_select(self.t_table, 0, t.flatten(), out=buf.t_rows)  # [K B, e]
+        if buf.t_copy is not None:
+            buf.t_copy.copy_(buf.t_rows.view(k, batch, e))  # [K, B, e]
+        # h = [emb, 1] W_in; h += [relu(h), 1] W_i per block; pred = [relu(h), 1] W_out.
+        torch.bmm(buf.emb, self.layers[0], out=buf.h)  # [K, B, h]
+        for i, relu in enumerate(buf.relu):
+            torch.clamp_min(buf.h, 0, out=relu[..., : self.hidden_size])  # of [K, B, h + 1]
+            if i < self.hidden_layers:
+                buf.h.baddbmm_(relu, self.layers[1 + i])  # [K, B, h]
+        torch.bmm(buf.relu[-1], self.layers[-1], out=buf.pred)  # [K, B, d]
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t: torch.Tensor, timesteps: int) -> torch.Tensor:
+        """Each member's noise prediction on its x_t [K, B, d] at timesteps t [K, B] (of a
+        ``timesteps``-step diffusion). The returned tensor is reused by the next call."""
+        buf = self._buffers_for(x.shape[1], timesteps)
+        buf.xt.copy_(x)
+        self._forward(buf, t)
+        return buf.pred
+
     @torch.no_grad()
     def losses_and_gradients(
         self,
@@ -161,29 +190,13 @@ class FleetDenoiser:
 
         x0, eps: [K, B, d]; t: [K, B]. The returned tensor is reused by the next call.
         """
-        k, batch, d, e = self.k, x0.shape[1], self.in_dim, self.emb_size
-        hidden = self.hidden_size
+        d, batch, hidden = self.in_dim, x0.shape[1], self.hidden_size
         buf = self._buffers_for(batch, sqrt_abar.shape[0])
-        # x_t and the embeddings, in the reference's order of operations.
+        # x_t in the reference's order of operations, then the forward pass.
         torch.mul(sqrt_abar[t].unsqueeze(-1), x0, out=buf.xt)  # [K, B, d]
         buf.xt.add_(sqrt_one_minus_abar[t].unsqueeze(-1) * eps)
-        torch.mul(buf.xt, X_SCALE, out=buf.scaled)  # [K, B, d]
-        torch.mul(buf.scaled.unsqueeze(-1), self.freqs, out=buf.angles)  # [K, B, d, e/2]
-        sincos = buf.emb[..., : d * e].unflatten(-1, (d, 2, e // 2))  # [K, B, d, sin|cos, e/2]
-        torch.sin(buf.angles, out=sincos[..., 0, :])
-        torch.cos(buf.angles, out=sincos[..., 1, :])
-        torch.index_select(self.t_table, 0, t.flatten(), out=buf.t_rows)  # [K B, e]
-        if buf.t_copy is not None:
-            buf.t_copy.copy_(buf.t_rows.view(k, batch, e))  # [K, B, e]
-
-        # Forward: h = [emb, 1] W_in; h += [relu(h), 1] W_i per block; pred = [relu(h), 1] W_out.
-        torch.bmm(buf.emb, self.layers[0], out=buf.h)  # [K, B, h]
-        for i, relu in enumerate(buf.relu):
-            torch.clamp_min(buf.h, 0, out=relu[..., :hidden])  # [K, B, h] of [K, B, h + 1]
-            if i < self.hidden_layers:
-                buf.h.baddbmm_(relu, self.layers[1 + i])  # [K, B, h]
+        self._forward(buf, t)
         last = buf.relu[-1]  # [K, B, h + 1]
-        torch.bmm(last, self.layers[-1], out=buf.pred)  # [K, B, d]
         diff = buf.pred.sub_(eps)  # [K, B, d]
         torch.mean(diff.square(), dim=(1, 2), out=buf.losses)  # [K]
 
