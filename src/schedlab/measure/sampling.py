@@ -44,13 +44,13 @@ def timed_samples(
     shards = max(1, min(torch.get_num_threads(), len(models), at_once))
     start = time.perf_counter()
     points: list[np.ndarray] = []
-    with ThreadPoolExecutor(shards) as pool:
+    with ThreadPoolExecutor(shards, initializer=_single_threaded) as pool:
         for lo in range(0, len(models), at_once):
             group = range(lo, min(lo + at_once, len(models)))
             size = math.ceil(len(group) / shards)
             parts = [group[i : i + size] for i in range(0, len(group), size)]
             for drawn in pool.map(
-                lambda part: _single_threaded_shard(
+                lambda part: fleet_sample(
                     [models[i] for i in part], [seeds[i] for i in part], schedule, n, dtype, chunk
                 ),
                 parts,
@@ -59,17 +59,11 @@ def timed_samples(
     return points, (time.perf_counter() - start) / len(models)
 
 
-def _single_threaded_shard(
-    models: list[Denoiser],
-    seeds: list[int],
-    schedule: NoiseSchedule,
-    n: int,
-    dtype: torch.dtype,
-    chunk: int,
-) -> torch.Tensor:
-    torch.set_num_threads(1)  # this pool thread's own setting, as a training shard's
+def _single_threaded() -> None:
+    """A sampling thread computes single-threaded and flushes denormals, as a training
+    shard's thread does (its own settings; the thread ends with the pool)."""
+    torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    return fleet_sample(models, seeds, schedule, n, dtype, chunk)
 
 
 @torch.no_grad()
