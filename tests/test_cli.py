@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +196,19 @@ def test_schedules_plot_bad_input(args, message, tmp_path):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(message)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_run_off_a_terminal_writes_one_line_per_fleet_and_per_run(tmp_path):
+    study = Path(__file__).parent / "fixtures" / "tiny_study.toml"
+    result = runner.invoke(app, ["run", str(study), "--store", str(tmp_path / "s.sqlite")])
+    assert result.exit_code == 0, result.output
+    trained = int(re.search(r"this run: (\d+) done", result.stdout).group(1))
+    lines = result.stderr.splitlines()
+    started = [line for line in lines if "runs: started (" in line]
+    finished = [line for line in lines if line.endswith(": done")]
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d fleet of \d+ runs: started \(0 of \d+ runs done\)", started[0]
+    )
+    assert len(finished) == trained > 0  # one line per run, as it finishes
+    pattern = r"\d\d:\d\d:\d\d moons/[\w ()-]+/seed \d+ \(lr [\d.e-]+\): done"
+    assert all(re.fullmatch(pattern, line) for line in finished), finished

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -93,6 +94,10 @@ def test_export_has_phase_and_trial_and_the_report_a_tuning_section(tmp_path):
     assert runner.invoke(app, ["run", str(study_file), "--store", str(store)]).exit_code == 0
     result = runner.invoke(app, ["export", str(study_file), "--store", str(store), "--out", "-"])
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    shown = runner.invoke(app, ["status", str(study_file), "--store", str(store), "--json"])
+    status = json.loads(shown.stdout)
+    assert status["counts"] == {"done": 12} and len(status["runs"]) == 12
+    assert status["tuning"].startswith("tuning: 8 of 8 trials scored; 4 of 4 schedule x dataset")
     tune = [r for r in rows if r["phase"] == "tune"]
     final = [r for r in rows if r["phase"] == "final"]
     assert len(tune) == 2 * 2 * 2 and len(final) == 12

@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -117,17 +121,7 @@ def run(
 
     Several `schedlab run` processes may share one store: each run is claimed by one of them.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from schedlab.config.engines import check_engine_options
-    from schedlab.execute.driver import Events
 
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
@@ -138,33 +132,8 @@ def run(
         raise ValueError(f"--lease must be a positive number of seconds, got {lease}")
     spec = load(study, engine)
     path = store_path(spec, store)
-    with (
-        Store(path) as db,
-        Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-        ) as bar,
-    ):
-        overall = bar.add_task("runs", total=None, info="")
-        # Steps are followed in this process only: a Ray task reports when its fleet is done.
-        current = bar.add_task("run", total=spec.train.steps, info="", visible=executor == "local")
-
-        def started(description: str, done: int, total: int) -> None:
-            bar.update(overall, total=total, completed=done)
-            bar.update(current, completed=0, description=description, info="")
-
-        def step(n: int, loss: float, lr: float) -> None:
-            bar.update(current, completed=n, info=f"loss {loss:.4f} lr {lr:.2e}")
-
-        def finished(run: Any, status: str) -> None:
-            bar.advance(overall)
-
-        events = Events(started, finished)
+    with Store(path) as db, progress_display(spec.train.steps, executor == "local") as shown:
+        events, step, bar = shown
         signal.signal(signal.SIGTERM, terminate)  # SLURM and Kubernetes stop jobs with it
         try:
             if executor == "ray":
@@ -176,19 +145,77 @@ def run(
                     spec, db, events, engine, fleet_size, device, use_compile, step, lease
                 )
         except KeyboardInterrupt as stop:
-            bar.stop()
+            if bar is not None:
+                bar.stop()
             how, code = (
                 ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
             )
             err.print(f"{how}: finished runs are saved in {path}; run the same command to resume")
             raise typer.Exit(code) from None
-        bar.stop()
+        if bar is not None:
+            bar.stop()
         out.print(status_table(spec, db, engine))
         if spec.tune is not None:
             out.print(tuning_line(spec, db, engine))
     report_outcome(summary, path)
     if summary.outcomes[RunStatus.FAILED]:
         raise typer.Exit(1)
+
+
+@contextmanager
+def progress_display(
+    steps: int, follow_steps: bool
+) -> Iterator[tuple[Events, Callable[[int, float, float], None] | None, Any]]:
+    """(events, per-step callback, the live bar) for `run`: bars on a terminal; elsewhere (a
+    batch job's log) one timestamped line when a fleet starts and one per finished run."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from schedlab.execute.driver import Events, describe
+
+    if not err.is_terminal:
+
+        def line(text: str) -> None:
+            err.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, highlight=False)
+
+        yield (
+            Events(
+                lambda what, done, total: line(f"{what}: started ({done} of {total} runs done)"),
+                lambda run, status: line(
+                    f"{describe(run)} (lr {run.settings.train.lr:.3g}): {status}"
+                ),
+            ),
+            None,
+            None,
+        )
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        overall = bar.add_task("runs", total=None, info="")
+        # Steps are followed in this process only: a Ray task reports when its fleet is done.
+        current = bar.add_task("run", total=steps, info="", visible=follow_steps)
+
+        def started(description: str, done: int, total: int) -> None:
+            bar.update(overall, total=total, completed=done)
+            bar.update(current, completed=0, description=description, info="")
+
+        def step(n: int, loss: float, lr: float) -> None:
+            bar.update(current, completed=n, info=f"loss {loss:.4f} lr {lr:.2e}")
+
+        yield Events(started, lambda run, status: bar.advance(overall)), step, bar
 
 
 def on_ray(
@@ -242,14 +269,40 @@ def measure(study: StudyArg, store: StoreOption = None, engine: EngineOption = "
 
 @app.command()
 @one_line_errors
-def status(study: StudyArg, store: StoreOption = None, engine: EngineOption = "fleet") -> None:
+def status(
+    study: StudyArg,
+    store: StoreOption = None,
+    engine: EngineOption = "fleet",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object on stdout: every planned run")
+    ] = False,
+) -> None:
     """Done / pending / running / stale / failed / diverged runs per schedule x dataset."""
     spec = load(study, engine)
     with Store(store_path(spec, store), create=False, read_only=True) as db:
+        rows = plan_records(spec, db, engine)
+        if as_json:
+            runs = [
+                {
+                    "schedule": label,
+                    "dataset": dataset,
+                    "seed": seed,
+                    "status": str(state),
+                    "run_id": record.run_id if record else None,
+                    "error": record.error if record else None,
+                }
+                for label, dataset, seed, state, record in rows
+            ]
+            counts = Counter(run["status"] for run in runs)
+            tuning = tuning_line(spec, db, engine) if spec.tune is not None else None
+            print(
+                json.dumps({"study": spec.name, "counts": counts, "tuning": tuning, "runs": runs})
+            )
+            return
         out.print(status_table(spec, db, engine))
         if spec.tune is not None:
             out.print(tuning_line(spec, db, engine))
-        for label, dataset, seed, state, record in plan_records(spec, db, engine):
+        for label, dataset, seed, state, record in rows:
             if (
                 record is not None
                 and state in (RunStatus.FAILED, RunStatus.DIVERGED)

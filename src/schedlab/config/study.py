@@ -136,9 +136,11 @@ class StudySpec(BaseModel):
             search_space(entry, self.tune, self.tune_steps)
         known = {"lr"} | {
             name
-            for entry in tuned
-            for name in registry.lookup(entry.name).params
-            if not registry.lookup(entry.name).open_params
+            for definition in map(registry.lookup, (entry.name for entry in tuned))
+            for name in (
+                *definition.params,
+                *(registry.WARMUP_PARAMS if definition.allows_warmup else ()),
+            )
         }
         stray = sorted(set(self.tune.space) - known)
         if stray and not any(registry.lookup(e.name).open_params for e in tuned):
