@@ -212,3 +212,41 @@ def test_run_off_a_terminal_writes_one_line_per_fleet_and_per_run(tmp_path):
     assert len(finished) == trained > 0  # one line per run, as it finishes
     pattern = r"\d\d:\d\d:\d\d moons/[\w ()-]+/seed \d+ \(lr [\d.e-]+\): done"
     assert all(re.fullmatch(pattern, line) for line in finished), finished
+
+
+def test_drawing_keeps_the_programs_matplotlib_backend(tmp_path):
+    script = f"""
+import matplotlib
+matplotlib.use("pdf")
+import numpy as np
+from pathlib import Path
+from schedlab.cli import app
+from schedlab.report.build import build_report
+from schedlab.report.plots import plot_lr_curves
+plot_lr_curves({{"a": np.linspace(1.0, 0.0, 50)}}, Path({str(tmp_path / "lr.png")!r}))
+print(matplotlib.get_backend())
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pdf"
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_schedules_and_datasets_as_json():
+    from schedlab import data
+
+    listed = json.loads(runner.invoke(app, ["schedules", "--json"]).stdout)
+    assert set(listed["schedules"]) == set(schedules.SCHEDULES)
+    assert listed["aliases"] == schedules.ALIASES
+    for name, entry in listed["schedules"].items():
+        params = schedules.SCHEDULES[name].params
+        assert set(entry["params"]) == set(params)
+        for key, param in entry["params"].items():
+            default = params[key].default
+            assert param["default"] == (list(default) if isinstance(default, tuple) else default)
+    shown = json.loads(runner.invoke(app, ["datasets", "--json"]).stdout)
+    assert list(shown["datasets"]) == data.names()
+    assert shown["datasets"]["digits"]["dim"] == 64 and shown["datasets"]["mixture"]["dim"] is None

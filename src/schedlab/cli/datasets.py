@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
+import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -9,9 +13,23 @@ from schedlab.cli.common import app, out
 
 
 @app.command()
-def datasets() -> None:
+def datasets(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
     """List the datasets: name, dimension, where the points come from, what they are."""
     from schedlab import data
+
+    if as_json:
+        listing = {
+            name: {
+                "dim": data.DATASETS[name].dim,  # null: any ([data] dim)
+                "description": data.DATASETS[name].description,
+                "source": data.DATASETS[name].source,
+            }
+            for name in data.names()
+        }
+        print(json.dumps({"datasets": listing, "default_dim": data.DEFAULT_DIM}))
+        return
 
     table = Table(title="schedlab datasets (held-out split: the same generator, seed 20250042)")
     for column in ("name", "dim", "description", "source"):

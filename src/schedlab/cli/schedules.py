@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,11 +19,35 @@ app.add_typer(schedules_app, name="schedules")
 
 
 @schedules_app.callback()
-def schedules_list(ctx: typer.Context) -> None:
+def schedules_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
     """List every schedule with its parameters, defaults and valid ranges."""
     if ctx.invoked_subcommand is not None:
         return
     from schedlab.schedules import registry
+
+    if as_json:
+        listing = {
+            name: {
+                "description": definition.description,
+                "optimizer": definition.optimizer,
+                "warmup": definition.allows_warmup,
+                "params": {
+                    key: {
+                        "kind": p.kind,
+                        "default": p.default,
+                        "valid": p.describe_range(),
+                        "help": p.help,
+                    }
+                    for key, p in definition.params.items()
+                },
+            }
+            for name, definition in sorted(registry.SCHEDULES.items())
+        }
+        print(json.dumps({"schedules": listing, "aliases": registry.ALIASES}))
+        return
 
     table = Table(title="schedlab schedules (every one also takes warmup_steps)")
     table.add_column("name", style="bold")

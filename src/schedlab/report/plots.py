@@ -1,16 +1,17 @@
-"""Figures shared by the CLI and the report (matplotlib, no display needed)."""
+"""Figures shared by the CLI and the report (matplotlib, no display needed).
+
+Figures are made as ``matplotlib.figure.Figure`` objects, never through pyplot: drawing one
+neither needs a display nor changes the backend of a program that imports schedlab.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from schedlab.files import atomic_file
 
@@ -54,11 +55,11 @@ def draw_lr_curves(
 def plot_lr_curves(
     curves: Mapping[str, np.ndarray], out: Path, log: bool = False, title: str = "LR schedules"
 ) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
     draw_lr_curves(ax, curves, log)
     ax.set_title(title)
     ax.legend(fontsize="small")
     with atomic_file(out) as temp:
         fig.savefig(temp, dpi=120, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
     return out
