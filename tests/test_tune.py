@@ -178,7 +178,8 @@ def uninterrupted(tmp_path_factory):
     """(study file, store) of the tiny tuned study run once by the CLI, start to end."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     study_file, store = folder / "tuned.toml", folder / "full.sqlite"
-    study_file.write_text(STUDY)
+    # Trials long enough (about a second a fleet) for a kill to land reliably mid-tuning.
+    study_file.write_text(STUDY.replace("steps = 40", "steps = 300"))
     subprocess.run(run_command(study_file, store), env=ENV, check=True, capture_output=True)
     return study_file, store
 
@@ -204,7 +205,7 @@ def test_kill_9_mid_tuning_then_resume_gives_the_same_trials_and_choices(tmp_pat
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
         if killed.exists() and done_trials(killed) >= 5:  # inside the second round
             break
     proc.send_signal(signal.SIGKILL)

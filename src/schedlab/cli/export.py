@@ -43,8 +43,8 @@ def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]
         best = search_result(db, search).best
         if best is not None:
             chosen[search.dataset, search.label] = best.number
-        pairs = [(search.label, run_id) for _, _, run_id in db.trial_runs(search.key)]
         trials = {run_id: trial for trial, _, run_id in db.trial_runs(search.key)}
+        pairs = [(search.label, run_id) for run_id in trials]
         for record in db.records_for(pairs, {search.tune.objective: objective_key(spec)}):
             trial_rows.append(
                 row_of(spec, record.dataset, record.label, record.seed, record.status, record)
@@ -82,6 +82,7 @@ def row_of(
     for key in keys():
         value = metrics.get(key, math.nan)
         row[key] = None if value is None or not math.isfinite(value) else value
+    # Filled in by the caller; set here so that every row has its columns in one order.
     row["target_loss"] = None
     row["phase"], row["trial"] = "final", None
     row["diverged_at"] = record.diverged_at if record else None

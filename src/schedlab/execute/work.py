@@ -97,16 +97,16 @@ class Worker:
         ]
         if not wanted:
             return {}
-        run, workload, _ = wanted[0]
+        first, workload, _ = wanted[0]  # a fleet shares its eval settings and noise schedule
         points, seconds = timed_samples(
             [result.ema_model for *_, result in wanted],
             [run.seed for run, *_ in wanted],
             workload.noise,
-            run.settings.eval.samples,
+            first.settings.eval.samples,
             workload.dtype,
-            run.settings.eval.sample_chunk,
+            first.settings.eval.sample_chunk,
         )
-        return {r.run_id: (p, seconds) for (r, *_), p in zip(wanted, points, strict=True)}
+        return {run.run_id: (p, seconds) for (run, *_), p in zip(wanted, points, strict=True)}
 
     def measure_fresh(
         self,

@@ -42,6 +42,29 @@ def timed_samples(
     per_member = schedule.timesteps * n * dim * torch.empty((), dtype=dtype).element_size()
     at_once = max(1, NOISE_BUDGET_BYTES // per_member)
     shards = max(1, min(torch.get_num_threads(), len(models), at_once))
+
+    @torch.no_grad()
+    def fleet_sample(part: range) -> torch.Tensor:
+        """[k, n, d]: ancestral DDPM sampling of the models in ``part`` at once, ``chunk``
+        points at a time, each from its own noise."""
+        fleet = FleetDenoiser([models[i] for i in part])
+        steps = schedule.timesteps
+        x_all, z_all = [], []
+        for i in part:
+            g = generator(seeds[i], "sample")
+            x_all.append(torch.randn(n, dim, generator=g, dtype=dtype))
+            z_all.append(torch.randn(steps - 1, n, dim, generator=g, dtype=dtype))
+        x0, z0 = torch.stack(x_all), torch.stack(z_all)  # [k, n, d], [k, T - 1, n, d]
+        out = []
+        for lo in range(0, n, chunk):
+            x = x0[:, lo : lo + chunk]  # [k, c, d]
+            for t in range(steps - 1, -1, -1):
+                eps_hat = fleet.predict(x, torch.full(x.shape[:2], t, dtype=torch.long), steps)
+                z = z0[:, t - 1, lo : lo + chunk] if t > 0 else None
+                x = schedule.step(eps_hat, t, x, z)
+            out.append(x)
+        return torch.cat(out, dim=1)
+
     start = time.perf_counter()
     points: list[np.ndarray] = []
     with ThreadPoolExecutor(shards, initializer=_single_threaded) as pool:
@@ -49,12 +72,7 @@ def timed_samples(
             group = range(lo, min(lo + at_once, len(models)))
             size = math.ceil(len(group) / shards)
             parts = [group[i : i + size] for i in range(0, len(group), size)]
-            for drawn in pool.map(
-                lambda part: fleet_sample(
-                    [models[i] for i in part], [seeds[i] for i in part], schedule, n, dtype, chunk
-                ),
-                parts,
-            ):
+            for drawn in pool.map(fleet_sample, parts):
                 points += list(drawn.numpy())
     return points, (time.perf_counter() - start) / len(models)
 
@@ -64,33 +82,3 @@ def _single_threaded() -> None:
     shard's thread does (its own settings; the thread ends with the pool)."""
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-
-
-@torch.no_grad()
-def fleet_sample(
-    models: list[Denoiser],
-    seeds: list[int],
-    schedule: NoiseSchedule,
-    n: int,
-    dtype: torch.dtype,
-    chunk: int,
-) -> torch.Tensor:
-    """[K, n, d]: ancestral DDPM sampling of every model at once, ``chunk`` points at a time."""
-    fleet = FleetDenoiser(models)
-    steps, dim = schedule.timesteps, fleet.in_dim
-    x_all, z_all = [], []
-    for seed in seeds:
-        g = generator(seed, "sample")
-        x_all.append(torch.randn(n, dim, generator=g, dtype=dtype))
-        z_all.append(torch.randn(steps - 1, n, dim, generator=g, dtype=dtype))
-    x0, z0 = torch.stack(x_all), torch.stack(z_all)  # [K, n, d], [K, T - 1, n, d]
-    out = []
-    for lo in range(0, n, chunk):
-        x = x0[:, lo : lo + chunk]
-        for t in range(steps - 1, -1, -1):
-            tt = torch.full(x.shape[:2], t, dtype=torch.long)
-            eps_hat = fleet.predict(x, tt, steps)
-            z = z0[:, t - 1, lo : lo + chunk] if t > 0 else None
-            x = schedule.step(eps_hat, t, x, z)
-        out.append(x)
-    return torch.cat(out, dim=1)

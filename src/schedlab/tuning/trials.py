@@ -144,8 +144,10 @@ def search_result(store: StoreReads, search: Search) -> SearchResult:
         if len(records) < len(search.tune.tune_seeds):
             continue
         first = records[0]
-        values = {d.name: first.params.get(d.name) for d in search.dims if d.name != "lr"}
-        values = {"lr": first.settings["train"]["lr"], **values}
+        # The LR always (tuned or held), then the tuned schedule parameters.
+        values = {"lr": first.settings["train"]["lr"]} | {
+            d.name: first.params.get(d.name) for d in search.dims if d.name != "lr"
+        }
         statuses = {r.status for r in records}
         scores = [r.metrics[search.tune.objective] for r in records]
         if RunStatus.DIVERGED in statuses:
