@@ -24,6 +24,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/threads.py
 
 test: setup
 	$(BIN)/ruff check .

@@ -46,3 +46,17 @@ def test_scaleout_benchmark_quick_writes_its_json(tmp_path):
     assert numbers["speedup"] == pytest.approx(
         numbers["one_node"]["wall_s"] / numbers["two_nodes"]["wall_s"]
     )
+
+
+@pytest.mark.slow
+def test_threads_benchmark_quick_writes_its_json(tmp_path):
+    out = tmp_path / "threads.json"
+    script = str(ROOT / "benchmarks" / "threads.py")
+    subprocess.run([sys.executable, script, "--quick", "--json", str(out)], check=True)
+    numbers = json.loads(out.read_text())
+    assert numbers["default_threads"] >= 1
+    for load in ("idle", "competing"):
+        assert numbers[f"{load}_default_s"] > 0 and numbers[f"{load}_one_s"] > 0
+        assert numbers[f"{load}_default_over_one"] == pytest.approx(
+            numbers[f"{load}_default_s"] / numbers[f"{load}_one_s"]
+        )

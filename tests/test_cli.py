@@ -202,7 +202,8 @@ def test_run_off_a_terminal_writes_one_line_per_fleet_and_per_run(tmp_path):
     study = Path(__file__).parent / "fixtures" / "tiny_study.toml"
     result = runner.invoke(app, ["run", str(study), "--store", str(tmp_path / "s.sqlite")])
     assert result.exit_code == 0, result.output
-    trained = int(re.search(r"this run: (\d+) done", result.stdout).group(1))
+    assert result.stdout == ""  # messages go to stderr; `run` has no data to print
+    trained = int(re.search(r"this run: (\d+) done", result.stderr).group(1))
     lines = result.stderr.splitlines()
     started = [line for line in lines if "runs: started (" in line]
     finished = [line for line in lines if line.endswith(": done")]
@@ -250,3 +251,61 @@ def test_schedules_and_datasets_as_json():
     shown = json.loads(runner.invoke(app, ["datasets", "--json"]).stdout)
     assert list(shown["datasets"]) == data.names()
     assert shown["datasets"]["digits"]["dim"] == 64 and shown["datasets"]["mixture"]["dim"] is None
+
+
+def test_help_shows_choices_and_flags_take_no_value():
+    run_help = runner.invoke(app, ["run", "--help"], terminal_width=200).stdout
+    for shown in ("--engine [fleet|loop]", "--device [cpu|cuda]", "--executor [local|ray]"):
+        assert shown in run_help
+    assert "--threads <int>" in run_help
+    export_help = runner.invoke(app, ["export", "--help"], terminal_width=200).stdout
+    assert "--format [csv|parquet|tensorboard|mlflow]" in export_help
+    plot_help = runner.invoke(app, ["schedules", "plot", "--help"], terminal_width=200).stdout
+    assert re.search(r"^  --log\s+log-scale LR axis$", plot_help, re.M), plot_help
+
+
+def test_shell_completion_completes_commands_and_options():
+    import os
+    import subprocess
+    import sys
+
+    def complete(words: str) -> list[str]:
+        env = {
+            **os.environ,
+            "_SCHEDLAB_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        script = str(Path(sys.executable).with_name("schedlab"))
+        done = subprocess.run([script], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("schedlab ru") == ["run"]
+    assert complete("schedlab run --exe") == ["--executor"]
+    assert "--format" in complete("schedlab export quick --")
+
+
+def test_threads_option(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        bad = runner.invoke(app, ["train", "--steps", "5", "--threads", "0", *SMALL])
+        assert bad.exit_code == 2
+        assert bad.stderr.strip() == "error: --threads must be a positive int, got 0"
+        one = runner.invoke(app, ["train", "--steps", "5", "--threads", "1", "--json", *SMALL])
+        assert one.exit_code == 0, one.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_train_names_a_schedule_with_its_parameters():
+    result = runner.invoke(
+        app,
+        ["train", "--steps", "6", "--schedule", "cosine_restarts:T_0=2,T_mult=2", "--json", *SMALL],
+    )
+    assert result.exit_code == 0, result.output
+    params = json.loads(result.stdout)["params"]
+    assert (params["t_0"], params["t_mult"]) == (2, 2)

@@ -83,11 +83,11 @@ def test_two_drivers_on_one_store_train_every_run_once(tmp_path):
     env = {**os.environ, "COLUMNS": "150"}
     procs = [
         subprocess.Popen(
-            [*command, "--fleet-size", "2"], env=env, stdout=subprocess.PIPE, text=True
+            [*command, "--fleet-size", "2"], env=env, stderr=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     with Store(store) as db:
         records = study_records(db, "pair")[1]
@@ -152,7 +152,7 @@ def test_measure_command_and_export_columns(tmp_path):
     path.write_text(STUDY.replace("heldout = 200", "heldout = 300"))
     result = runner.invoke(app, ["measure", str(path), "--store", store])
     assert result.exit_code == 0, result.output
-    assert "8 runs measured" in result.stdout
+    assert "8 runs measured" in result.stderr
     out = tmp_path / "runs.csv"
     assert (
         runner.invoke(app, ["export", str(path), "--store", store, "--out", str(out)]).exit_code
@@ -178,7 +178,7 @@ def migrated(tmp_path, schema):
     assert [p.name for p in tmp_path.iterdir()] == [store.name]  # no -wal or -shm left
     result = runner.invoke(app, ["run", study, "--store", str(store)])
     assert result.exit_code == 0, result.output
-    assert "4 runs planned, 4 already finished; this run: nothing" in result.stdout
+    assert "4 runs planned, 4 already finished; this run: nothing" in result.stderr
     con = sqlite3.connect(store)
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     assert con.execute("SELECT count(*) FROM trials").fetchone() == (0,)  # schema 4's table

@@ -122,7 +122,7 @@ def test_fleets_fill_the_slots_in_equal_rounds(cluster):
 
 def test_a_fleet_that_raises_fails_its_own_runs_only(cluster, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(USER_SCHEDULES))  # the driver validates it too
-    text = STUDY.format(steps=20) + '[[schedules]]\nname = "broken_schedule:broken"\n'
+    text = STUDY.format(steps=20) + '[[schedules]]\nname = "broken_schedule:late"\n'
     study = parse_study(text.replace('["moons", "line"]', '["moons"]'), "s.toml")
     with Store(tmp_path / "s.sqlite") as db:
         outcome = run_study_on_ray(study, db, fleet_size=2)
@@ -132,7 +132,11 @@ def test_a_fleet_that_raises_fails_its_own_runs_only(cluster, tmp_path, monkeypa
     )
     failed = {(s, e) for s, status, e in runs if status == "failed"}
     assert failed == {
-        ("broken_schedule:broken", "RuntimeError: this schedule is broken on purpose")
+        (
+            "broken_schedule:late",
+            "schedule 'broken_schedule:late' (no parameters) failed: RuntimeError: this "
+            "schedule breaks at step 4 on purpose",
+        )
     }
 
 
@@ -144,8 +148,8 @@ def test_the_cli_runs_a_study_on_the_cluster_it_is_given(cluster, tmp_path):
     args = ["run", str(path), "--store", store, "--executor", "ray", "--address", nodes.address]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "4 runs planned, 0 already finished; this run: 4 done" in result.stdout
-    assert "note: node " in result.stdout  # per-node throughput
+    assert "4 runs planned, 0 already finished; this run: 4 done" in result.stderr
+    assert "note: node " in result.stderr  # per-node throughput
 
 
 @pytest.mark.parametrize(

@@ -322,3 +322,4 @@ def test_user_defined_schedule_by_import_path(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="returned int, not a torch LR scheduler"):
         lr_curve("my_sched:broken", 10)
     sys.modules.pop("my_sched", None)
+    schedules.user_defined.cache_clear()

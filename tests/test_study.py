@@ -127,7 +127,7 @@ def test_run_status_export_and_resume_skip(tmp_path, monkeypatch):
     write(tmp_path, TINY, "tiny.toml")
     result = runner.invoke(app, ["run", "tiny.toml"])
     assert result.exit_code == 0, result.output
-    assert "8 runs planned, 0 already finished; this run: 8 done" in result.stdout
+    assert "8 runs planned, 0 already finished; this run: 8 done" in result.stderr
     store = tmp_path / "schedlab-runs" / "tiny.sqlite"
     with Store(store) as db:
         records = runs_of(db, "tiny")
@@ -139,7 +139,7 @@ def test_run_status_export_and_resume_skip(tmp_path, monkeypatch):
         samples, seconds = db.samples(records[0].run_id, key)
         assert samples.shape == (200, 2) and seconds > 0
     again = runner.invoke(app, ["run", "tiny.toml"])
-    assert "8 runs planned, 8 already finished; this run: nothing" in again.stdout
+    assert "8 runs planned, 8 already finished; this run: nothing" in again.stderr
     status = runner.invoke(app, ["status", "tiny.toml"], terminal_width=150)
     assert status.exit_code == 0 and status.stdout.count("2 done") == 4
     csv_out = tmp_path / "runs.csv"
@@ -462,7 +462,7 @@ def test_malformed_study_is_one_line_exit_2_and_store_untouched(
         (["status", "quick", "--store", "{tmp}/none.sqlite"], "error: no store at"),
         (
             ["export", "quick", "--out", "{tmp}/x.csv", "--format", "xlsx"],
-            "error: unknown format 'xlsx'; valid formats: csv, parquet",
+            "error: unknown format 'xlsx'; valid formats: csv, parquet, tensorboard, mlflow",
         ),
     ],
 )

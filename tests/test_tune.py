@@ -225,11 +225,11 @@ def test_two_processes_share_a_tuned_study_and_train_every_run_once(tmp_path, un
     shared = tmp_path / "shared.sqlite"
     procs = [
         subprocess.Popen(
-            run_command(study_file, shared), env=ENV, stdout=subprocess.PIPE, text=True
+            run_command(study_file, shared), env=ENV, stderr=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     with sqlite3.connect(shared) as c:
         attempts = [a for (a,) in c.execute("SELECT attempts FROM runs")]

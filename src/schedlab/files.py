@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,29 +33,40 @@ def atomic_file(path: Path) -> Iterator[Path]:
 REPORT_SUFFIXES = {".html", ".csv", ".md", ".tex", ".png", ".svg"}
 
 
-def check_replaceable(path: Path) -> None:
-    """A folder may be replaced by a new report when it is new, empty, or a report."""
+def is_report(path: Path) -> bool:
+    entries = list(path.iterdir())
+    return (path / "index.html").is_file() and all(
+        e.is_file() and e.suffix in REPORT_SUFFIXES for e in entries
+    )
+
+
+def is_tensorboard_logs(path: Path) -> bool:
+    """Folders of TensorBoard event files and nothing else (an earlier TensorBoard export)."""
+    files = [p for p in path.rglob("*") if not p.is_dir()]
+    return bool(files) and all(p.name.startswith("events.out.tfevents.") for p in files)
+
+
+def check_replaceable(path: Path, looks_like: Callable[[Path], bool], what: str) -> None:
+    """A folder may be replaced when it is new, empty, or ``looks_like`` an earlier one."""
     if not path.exists():
         return
     if not path.is_dir():
-        raise ValueError(f"{path} is a file; a report goes into a folder")
-    entries = list(path.iterdir())
-    if entries and not (
-        (path / "index.html").is_file()
-        and all(e.is_file() and e.suffix in REPORT_SUFFIXES for e in entries)
-    ):
+        raise ValueError(f"{path} is a file; {what} goes into a folder")
+    if any(path.iterdir()) and not looks_like(path):
         raise ValueError(
-            f"{path} holds files that are not a schedlab report; give --out a new or empty "
-            "folder, or an earlier report's"
+            f"{path} holds files that are not {what}; give --out a new or empty folder, or "
+            f"an earlier {what.removeprefix('a ')}'s"
         )
 
 
 @contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(
+    path: Path, looks_like: Callable[[Path], bool] = is_report, what: str = "a schedlab report"
+) -> Iterator[Path]:
     """Yield a fresh temporary folder to fill; on success it takes the place of ``path`` (new,
-    empty, or an earlier report: see ``check_replaceable``)."""
+    empty, or an earlier one of its kind: see ``check_replaceable``)."""
     path = path.resolve()
-    check_replaceable(path)
+    check_replaceable(path, looks_like, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -51,7 +51,10 @@ class RunSpec:
             # A dataset of fixed dimension ignores `[data] dim`: digits in a study that sets
             # it for a mixture are the same runs as digits alone.
             data_settings.pop("dim", None)
+        source = self.schedule.definition.source_hash
         return {
+            # A user schedule's module source (absent for schedlab's own: their ids stay).
+            **({"schedule_source": source} if source is not None else {}),
             "dataset": self.dataset,
             "dim": self.dim,
             "schedule": self.schedule.name,

@@ -7,4 +7,4 @@ __all__ = ["app", "datasets", "export", "main", "report", "schedules", "study", 
 
 
 def main() -> None:
-    app()
+    app(prog_name="schedlab")  # also under `python -m schedlab`: usage and completion name it

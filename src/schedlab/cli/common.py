@@ -18,10 +18,11 @@ app = typer.Typer(
     help="Which LR schedule should you train your diffusion model with? Measure it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,  # plain help: flags without a value placeholder, text re-wrapped
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish)
 )
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # a long line stays one line in a log
+out = Console(soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,8 +17,8 @@ StoreOption = Annotated[
 EngineOption = Annotated[
     str,
     typer.Option(
-        help=f"{' or '.join(ENGINES)}: fleet (vectorized, default) or loop (the reference); "
-        "part of each run's identity"
+        metavar="[" + "|".join(ENGINES) + "]",
+        help="fleet (vectorized, default) or loop (the reference); part of each run's identity",
     ),
 ]
 FleetSizeOption = Annotated[
@@ -29,7 +29,9 @@ FleetSizeOption = Annotated[
         + ")"
     ),
 ]
-DeviceOption = Annotated[str, typer.Option(help=f"{' or '.join(DEVICES)} (fleet engine)")]
+DeviceOption = Annotated[
+    str, typer.Option(metavar="[" + "|".join(DEVICES) + "]", help="where the fleet engine computes")
+]
 CompileOption = Annotated[
     bool | None,
     typer.Option("--compile/--no-compile", help="torch.compile the fleet (default: on cuda)"),
@@ -38,5 +40,12 @@ LeaseOption = Annotated[
     float,
     typer.Option(
         help="seconds a claim on a run lives without renewal (renewed every quarter of it)"
+    ),
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="threads to compute with (default: OMP_NUM_THREADS, else the CPUs this process "
+        "may use)"
     ),
 ]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from schedlab.cli.common import app, err, one_line_errors, out
-from schedlab.config.params import parse_assignment, split_top_level
 
 schedules_app = typer.Typer(
     help="The LR schedules: list them, or draw their curves.", invoke_without_command=True
@@ -70,23 +69,6 @@ def schedules_list(
     out.print(table)
 
 
-def parse_schedule_arg(text: str) -> tuple[str, dict[str, Any]]:
-    """'step:step_size=1000,gamma=0.1' -> ('step', {...}); 'pkg.mod:fn:a=1' works too."""
-    from schedlab.schedules.registry import names
-
-    head, sep, rest = text.partition(":")
-    if sep and head in names():
-        name, param_text = head, rest
-    elif "=" in text:
-        colon = text.rfind(":", 0, text.find("="))
-        if colon < 0:
-            raise ValueError(f"malformed schedule {text!r}; expected name:key=value,key=value")
-        name, param_text = text[:colon], text[colon + 1 :]
-    else:
-        return text, {}
-    return name, dict(parse_assignment(a) for a in split_top_level(param_text))
-
-
 @schedules_app.command("plot")
 @one_line_errors
 def schedules_plot(
@@ -103,8 +85,7 @@ def schedules_plot(
         raise ValueError(f"--steps must be a positive int, got {steps}")
     curves = {}
     for text in specs:
-        name, params = parse_schedule_arg(text)
-        curves[text] = lr_curve(name, steps, lr, **params)
+        curves[text] = lr_curve(text, steps, lr)
     from schedlab.report.plots import plot_lr_curves
 
     plot_lr_curves(curves, out_path, log=log, title=f"LR over {steps} steps, base {lr:g}")

@@ -26,8 +26,9 @@ from schedlab.cli.options import (
     LeaseOption,
     StoreOption,
     StudyArg,
+    ThreadsOption,
 )
-from schedlab.store.records import RunRecord
+from schedlab.results import plan_records
 from schedlab.store.status import COLOURS, RunStatus
 from schedlab.store.store import Store, default_path
 
@@ -46,27 +47,6 @@ def load(study: str, engine: str) -> StudySpec:
 
     check_engine(engine)
     return load_study(study)
-
-
-def plan_records(
-    study: StudySpec, store: Store, engine: str
-) -> list[tuple[str, str, int, str, RunRecord | None]]:
-    """(label, dataset, seed, status, record) for every planned run of the study as it is now."""
-    from schedlab.measure.registry import measurement_keys
-    from schedlab.tuning.trials import planned_runs
-
-    runs = planned_runs(study, engine, store)
-    pairs = [(r.label, r.run_id) for r in runs]
-    known = {
-        (rec.label, rec.run_id): rec
-        for rec in store.records_for(pairs, measurement_keys(study.eval))
-    }
-    rows = []
-    for run in runs:
-        record = known.get((run.label, run.run_id))
-        state = record.status if record else RunStatus.PENDING
-        rows.append((run.label, run.dataset, run.seed, state, record))
-    return rows
 
 
 def status_table(study: StudySpec, store: Store, engine: str) -> Table:
@@ -108,9 +88,12 @@ def run(
     device: DeviceOption = "cpu",
     use_compile: CompileOption = None,
     lease: LeaseOption = 120.0,
+    threads: ThreadsOption = None,
     executor: Annotated[
         str,
-        typer.Option(help="local (fleets in this process) or ray (fleets as Ray tasks)"),
+        typer.Option(
+            metavar="[local|ray]", help="local (fleets in this process) or ray (Ray tasks)"
+        ),
     ] = "local",
     address: Annotated[
         str | None,
@@ -122,6 +105,7 @@ def run(
     Several `schedlab run` processes may share one store: each run is claimed by one of them.
     """
     from schedlab.config.engines import check_engine_options
+    from schedlab.threads import use_threads
 
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
@@ -132,6 +116,7 @@ def run(
         raise ValueError(f"--lease must be a positive number of seconds, got {lease}")
     spec = load(study, engine)
     path = store_path(spec, store)
+    use_threads(threads)
     with Store(path) as db, progress_display(spec.train.steps, executor == "local") as shown:
         events, step, bar = shown
         signal.signal(signal.SIGTERM, terminate)  # SLURM and Kubernetes stop jobs with it
@@ -154,9 +139,9 @@ def run(
             raise typer.Exit(code) from None
         if bar is not None:
             bar.stop()
-        out.print(status_table(spec, db, engine))
+        err.print(status_table(spec, db, engine))
         if spec.tune is not None:
-            out.print(tuning_line(spec, db, engine))
+            err.print(tuning_line(spec, db, engine))
     report_outcome(summary, path)
     if summary.outcomes[RunStatus.FAILED]:
         raise typer.Exit(1)
@@ -237,10 +222,10 @@ def on_ray(
 
 def report_outcome(summary: StudyOutcome, path: Path) -> None:
     for note in summary.notes:
-        out.print(f"note: {note}", markup=False)
+        err.print(f"note: {note}", markup=False)
     outcomes = ", ".join(f"{n} {s}" for s, n in sorted(summary.outcomes.items())) or "nothing"
     measured = f"; {summary.measured} measured from stored weights" if summary.measured else ""
-    out.print(
+    err.print(
         f"{summary.planned} runs planned, {summary.skipped} already finished; this run: "
         f"{outcomes}{measured} in {summary.seconds:.1f} s. Store: {path}"
     )
@@ -252,8 +237,10 @@ def measure(study: StudyArg, store: StoreOption = None, engine: EngineOption = "
     """Measure finished runs again from their stored weights (new metrics, new eval
     settings); trains nothing."""
     from schedlab.execute.local import measure_study
+    from schedlab.threads import use_threads
 
     spec = load(study, engine)
+    use_threads()
     path = store_path(spec, store)
     with Store(path, create=False) as db:
         summary = measure_study(spec, db, engine)
@@ -262,9 +249,9 @@ def measure(study: StudyArg, store: StoreOption = None, engine: EngineOption = "
             for *_, state, _ in plan_records(spec, db, engine)
         )
     for note in summary.notes:
-        out.print(f"note: {note}", markup=False)
+        err.print(f"note: {note}", markup=False)
     later = f"; {unfinished} planned runs not trained yet (`schedlab run`)" if unfinished else ""
-    out.print(f"{summary.measured} runs measured{later}. Store: {path}")
+    err.print(f"{summary.measured} runs measured{later}. Store: {path}")
 
 
 @app.command()

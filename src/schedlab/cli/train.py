@@ -13,7 +13,7 @@ from rich.table import Table
 
 from schedlab import data
 from schedlab.cli.common import app, err, fail, jsonable, one_line_errors, out
-from schedlab.cli.options import DeviceOption, EngineOption
+from schedlab.cli.options import DeviceOption, EngineOption, ThreadsOption
 from schedlab.config.params import parse_assignment
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def train(
     ] = None,
     engine: EngineOption = "fleet",
     device: DeviceOption = "cpu",
+    threads: ThreadsOption = None,
     target: Annotated[
         float | None,
         typer.Option(
@@ -81,7 +82,9 @@ def train(
     from schedlab.execute.work import Worker
     from schedlab.measure.registry import METRICS
     from schedlab.plan import RunSpec
+    from schedlab.schedules.curves import check_user_schedule
     from schedlab.schedules.registry import resolve
+    from schedlab.threads import use_threads
 
     data.check_name(dataset)
     check_engine_options(engine, None, device)
@@ -90,7 +93,9 @@ def train(
     settings = settings_from(set_ or [], steps)
     data.check_dim_setting([dataset], settings.data.dim)
     spec = resolve(schedule, schedule_params(param or []), settings.train.steps)
+    check_user_schedule(spec, settings.train.steps)
     run = RunSpec(dataset, spec, schedule, seed, settings, engine_for(engine, spec))
+    use_threads(threads)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -32,6 +32,24 @@ class ScheduleEntry(BaseModel):
     # or false (trained as given: the as-published configuration).
     tune: SpaceOverride | bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_params(cls, value: object) -> object:
+        """name = "step:gamma=0.5" is name "step" with params {gamma = 0.5}, labelled as
+        written unless a label is given."""
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return value
+        name, inline = registry.split_schedule(value["name"])
+        if not inline:
+            return value
+        params = value.get("params", {})
+        if isinstance(params, dict):
+            twice = sorted(set(inline) & set(params))
+            if twice:
+                raise ValueError(f"{twice[0]} is given twice: in name and in params")
+            params = {**params, **inline}
+        return {**value, "name": name, "params": params, "label": value.get("label", value["name"])}
+
     @field_validator("tune", mode="before")
     @classmethod
     def _tune_kind(cls, value: object) -> object:

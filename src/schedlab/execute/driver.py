@@ -115,7 +115,9 @@ class Driver:
         self, study: StudySpec, executor: Executor, worker: Worker, engine: str, size: int
     ) -> StudyOutcome:
         """Train every run of the study not finished yet, then measure what is missing. A
-        study with `[tune]` tunes first (``schedlab.tuning.search``), then trains its finals."""
+        study with `[tune]` tunes first (``schedlab.tuning.search``), then trains its finals.
+        A user-defined schedule is tried first: one that cannot run stops the study here."""
+        check_user_schedules(study)
         if study.tune is not None:
             from schedlab.tuning.search import tune_study
 
@@ -245,6 +247,17 @@ class Driver:
             self.store.add_measurements(run.run_id, measurements, samples)
             outcome.measured += 1
             outcome.notes += [f"{describe(run)}: {note}" for note in notes]
+
+
+def check_user_schedules(study: StudySpec) -> None:
+    """Step every user-defined schedule of the study as given over the study's steps."""
+    from schedlab.schedules.curves import check_user_schedule
+    from schedlab.schedules.registry import lookup, resolve
+
+    steps = study.train.steps
+    for entry in study.schedules:
+        if lookup(entry.name).open_params:
+            check_user_schedule(resolve(entry.name, entry.params, steps), steps)
 
 
 def describe(run: RunSpec) -> str:

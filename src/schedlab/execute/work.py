@@ -20,6 +20,7 @@ from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
 from schedlab.model.denoiser import Denoiser, load_weights_vector, weights_vector
 from schedlab.plan import RunSpec
+from schedlab.schedules.curves import check_user_schedule
 from schedlab.store.records import Commit
 from schedlab.store.status import RunStatus
 from schedlab.training import engines
@@ -50,7 +51,19 @@ class Worker:
 
     def train_fleet(self, fleet: list[RunSpec]) -> Iterator[RunOutcome]:
         """Train one fleet, then measure each run. A failure while training fails the fleet;
-        a failure while measuring fails that run."""
+        a failure while measuring fails that run. A run whose user-defined schedule raises
+        fails alone, before the fleet trains without it."""
+        runnable = []
+        for run in fleet:
+            try:
+                check_user_schedule(run.schedule, run.settings.train.steps, whole_run=True)
+            except ValueError as err:
+                yield RunOutcome(run, None, str(err))
+            else:
+                runnable.append(run)
+        if not runnable:
+            return
+        fleet = runnable
         workloads = [self.workload(run) for run in fleet]
         members = [
             Member(w.points, r.schedule, r.seed, r.settings.train.lr)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 from scipy.spatial import cKDTree
 
+from schedlab.threads import budget
+
 
 class KLReference:
     """kNN estimate of KL(real || generated) in bits against one fixed real set.
@@ -25,7 +27,7 @@ class KLReference:
         # Exact duplicates would give a zero distance and an infinite estimate; distances are
         # floored at a tiny fraction of the data's scale instead.
         self.floor = 1e-12 * max(1.0, float(np.abs(real).max()))
-        rho = cKDTree(real).query(real, k=k + 1, p=np.inf, workers=-1)[0][:, k]
+        rho = cKDTree(real).query(real, k=k + 1, p=np.inf, workers=budget())[0][:, k]
         self.mean_log_rho = float(np.log(np.maximum(rho, self.floor)).mean())
 
     def kl(self, generated: np.ndarray) -> float:
@@ -39,7 +41,7 @@ class KLReference:
         m = len(generated)
         if m < self.k:
             raise ValueError(f"need at least k={self.k} generated points, got {m}")
-        nu = cKDTree(generated).query(self.real, k=self.k, p=np.inf, workers=-1)[0]
+        nu = cKDTree(generated).query(self.real, k=self.k, p=np.inf, workers=budget())[0]
         nu = nu[:, self.k - 1] if self.k > 1 else nu
         mean_log_nu = float(np.log(np.maximum(nu, self.floor)).mean())
         return (math.log(m / (n - 1)) + d * (mean_log_nu - self.mean_log_rho)) / math.log(2)

@@ -9,7 +9,12 @@ import numpy as np
 import torch
 
 from schedlab.schedules.driver import LRDriver
-from schedlab.schedules.registry import check_base_lr, resolve
+from schedlab.schedules.registry import (
+    WARMUP_PARAMS,
+    ScheduleSpec,
+    check_base_lr,
+    resolve,
+)
 
 
 def lr_curve(
@@ -39,6 +44,26 @@ def lr_curve(
         optimizer.step()
         driver.step(0.0 if heldout else next(values), heldout)
     return out
+
+
+def check_user_schedule(spec: ScheduleSpec, steps: int, whole_run: bool = False) -> None:
+    """Call a user-defined schedule's function on a throwaway optimizer (and, with
+    ``whole_run``, step it through every step), so that a bad keyword, a wrong return type or a
+    function that raises is one ValueError naming the schedule before anything trains.
+    schedlab's own schedules need no such check."""
+    if not spec.definition.open_params:
+        return
+    try:
+        if whole_run:
+            lr_curve(spec.name, steps, **spec.params)
+        else:
+            LRDriver(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), spec, steps)
+    except Exception as err:
+        own = {k: v for k, v in spec.params.items() if k not in WARMUP_PARAMS}
+        given = ", ".join(f"{k}={v!r}" for k, v in own.items()) or "no parameters"
+        raise ValueError(
+            f"schedule {spec.name!r} ({given}) failed: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _constant_metric() -> Iterator[float]:

@@ -10,13 +10,19 @@ study, `status`, `export` and `report` never pay for importing it.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import inspect
 import math
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Literal
 
-from schedlab.config.params import Param, check_params
+from schedlab.config.params import Param, check_params, parse_assignment, split_top_level
 
 
 @dataclass(frozen=True)
@@ -28,8 +34,11 @@ class ScheduleDef:
     allows_warmup: bool = True
     optimizer: Literal["adamw", "schedule_free"] = "adamw"
     # A user-defined schedule: function(optimizer, steps, **params) -> torch scheduler, taking
-    # whatever parameters the function does.
+    # whatever parameters the function does; its module's source hashed into run identities.
     user_function: Callable[..., Any] | None = None
+    source_hash: str | None = None
+    # torch's names for parameters that schedlab spells otherwise (T_0 -> t_0), accepted too.
+    torch_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def open_params(self) -> bool:
@@ -99,6 +108,7 @@ register(
             "t_mult": Param("int", 1, "cycle length multiplier", low=1),
             "eta_min": ETA_MIN,
         },
+        torch_names={"T_0": "t_0", "T_mult": "t_mult"},
     )
 )
 register(
@@ -274,18 +284,35 @@ def lookup(name: str) -> ScheduleDef:
     return SCHEDULES[key]
 
 
+@functools.cache  # one import and one source hash per process
 def user_defined(path: str) -> ScheduleDef:
-    """A schedule from ``module:function``; function(optimizer, steps, **params) -> scheduler."""
+    """A schedule from ``module:function``; function(optimizer, steps, **params) -> scheduler.
+
+    The current directory is searched after the installed packages (a console script does not
+    put it on ``sys.path``), so ``my_schedules.py`` beside the study file is found."""
     module_name, _, attr = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
-        function = getattr(importlib.import_module(module_name), attr)
+        module = importlib.import_module(module_name)
+        function = getattr(module, attr)
     except (ImportError, AttributeError, ValueError) as err:
         raise ValueError(f"cannot import schedule {path!r}: {err}") from err
+    except Exception as err:  # the module itself raised while being imported
+        raise ValueError(f"cannot import schedule {path!r}: {type(err).__name__}: {err}") from err
     if not callable(function):
         raise ValueError(f"schedule {path!r} is not callable")
-
     doc = (function.__doc__ or "user-defined schedule").strip().splitlines()[0]
-    return ScheduleDef(path, doc, {}, user_function=function)
+    return ScheduleDef(path, doc, {}, user_function=function, source_hash=source_hash(module))
+
+
+def source_hash(module: ModuleType) -> str:
+    """A hash of the module's source: editing a user schedule's file makes its runs new ones."""
+    try:
+        text = inspect.getsource(module)
+    except (OSError, TypeError):  # no source file (built in, or made at run time)
+        text = repr(sorted(vars(module)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -304,6 +331,22 @@ class ScheduleSpec:
         return int(self.params.get("warmup_steps", 0))
 
 
+def split_schedule(text: str) -> tuple[str, dict[str, Any]]:
+    """'step:step_size=1000,gamma=0.1' -> ('step', {...}); 'pkg.mod:fn:a=1' works too; a name
+    without parameters (or 'pkg.mod:fn') comes back with none."""
+    head, sep, rest = text.partition(":")
+    if sep and head in names():
+        name, param_text = head, rest
+    elif "=" in text:
+        colon = text.rfind(":", 0, text.find("="))
+        if colon < 0:
+            raise ValueError(f"malformed schedule {text!r}; expected name:key=value,key=value")
+        name, param_text = text[:colon], text[colon + 1 :]
+    else:
+        return text, {}
+    return name, dict(parse_assignment(a) for a in split_top_level(param_text))
+
+
 def resolve(
     name: str, params: Mapping[str, Any] | None = None, steps: int | None = None
 ) -> ScheduleSpec:
@@ -311,8 +354,18 @@ def resolve(
 
     With ``steps``, also check what depends on the run length (a warm-up shorter than the run).
     """
+    name, inline = split_schedule(name)
     definition = lookup(name)
     given = dict(params or {})
+    twice = sorted(set(inline) & set(given))
+    if twice:
+        raise ValueError(f"schedule {name!r}: {twice[0]} given twice, in the name and apart")
+    given.update(inline)
+    for torch_name, own in definition.torch_names.items():
+        if torch_name in given:
+            if own in given:
+                raise ValueError(f"schedule {name!r}: give {own} or {torch_name}, not both")
+            given[own] = given.pop(torch_name)
     allowed = dict(definition.params)
     if definition.allows_warmup:
         allowed.update(WARMUP_PARAMS)

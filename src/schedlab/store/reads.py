@@ -34,6 +34,11 @@ class StoreReads:
         ).fetchone()
         return (row[0], json.loads(row[1])) if row else None
 
+    def study_names(self) -> list[str]:
+        """The names of the studies registered in this store, sorted."""
+        rows = self.conn.execute("SELECT DISTINCT name FROM studies ORDER BY name")
+        return [row[0] for row in rows]
+
     def plans(self, name: str) -> list[str]:
         """The ids of every plan registered under ``name``, oldest first."""
         rows = self.conn.execute(

@@ -1,0 +1,170 @@
+"""schedlab from Python: run a study, read its results and curves as pandas DataFrames, and use
+its schedules in your own training loop.
+
+    import schedlab
+    outcome = schedlab.run_study("study.toml")           # or a preset name, or a StudySpec
+    results = schedlab.load_results(study="study.toml")  # one row per run, as `schedlab export`
+    curves = schedlab.load_curves(study="study.toml")    # one row per run and step
+    driver = schedlab.get_scheduler("cosine", optimizer, steps=10_000, warmup_steps=500)
+
+Each function does what the command line does with the same study and store: the same
+claims (a study shared with `schedlab run` processes trains each run once), the same rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch.optim import Optimizer
+
+    from schedlab.config.study import StudySpec
+    from schedlab.execute.driver import StudyOutcome
+    from schedlab.schedules.driver import LRDriver
+    from schedlab.store.store import Store
+
+
+def study_spec(study: str | os.PathLike[str] | StudySpec | Mapping[str, Any]) -> StudySpec:
+    """A StudySpec from a study file, a preset name, a parsed TOML document or a StudySpec."""
+    from schedlab.config.study import StudySpec, load_study
+
+    if isinstance(study, StudySpec):
+        return study
+    if isinstance(study, Mapping):
+        from pydantic import ValidationError
+
+        from schedlab.config.errors import first_error
+
+        try:
+            return StudySpec.model_validate(dict(study))
+        except ValidationError as err:
+            raise ValueError(f"study: {first_error(err)}") from err
+    return load_study(os.fspath(study))
+
+
+def run_study(
+    study: str | os.PathLike[str] | StudySpec | Mapping[str, Any],
+    store: str | os.PathLike[str] | None = None,
+    executor: str = "local",
+    engine: str = "fleet",
+    device: str = "cpu",
+    fleet_size: int | None = None,
+    address: str | None = None,
+    threads: int | None = None,
+) -> StudyOutcome:
+    """Train every run of ``study`` not finished in ``store`` (default
+    ./schedlab-runs/<name>.sqlite) and measure what is missing; as `schedlab run`.
+
+    ``executor`` is "local" (fleets in this process) or "ray" (fleets as Ray tasks, on the
+    cluster at ``address`` or a local one); ``threads`` as `schedlab run --threads`. Returns
+    the outcome: runs planned, skipped, and trained by status."""
+    from schedlab.config.engines import check_engine_options
+    from schedlab.store.store import Store, default_path
+    from schedlab.threads import use_threads
+
+    if executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor {executor!r}; valid executors: local, ray")
+    check_engine_options(engine, fleet_size, device, local=executor == "local")
+    spec = study_spec(study)
+    use_threads(threads)
+    path = Path(store) if store is not None else default_path(spec.name)
+    with Store(path) as db:
+        if executor == "ray":
+            from schedlab.execute.ray_executor import run_study_on_ray
+
+            return run_study_on_ray(spec, db, None, engine, fleet_size, device, address)
+        from schedlab.execute.local import run_study as run_locally
+
+        return run_locally(spec, db, None, engine, fleet_size, device)
+
+
+def load_results(
+    store: str | os.PathLike[str] | None = None,
+    study: str | os.PathLike[str] | StudySpec | Mapping[str, Any] | None = None,
+    engine: str = "fleet",
+) -> pd.DataFrame:
+    """One row per run, with the columns of `schedlab export`: identity (dataset, schedule,
+    seed, run_id, phase, trial), status, every metric, the schedule's params and the settings.
+
+    Give the study (file, preset, StudySpec), the store, or both; a store alone serves when it
+    holds one study (its latest registered plan is read)."""
+    import pandas as pd
+
+    from schedlab.results import export_rows
+
+    spec, db = _open(store, study, engine)
+    with db:
+        rows = export_rows(spec, db, engine)
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(k for row in rows for k in row)))
+
+
+def load_curves(
+    store: str | os.PathLike[str] | None = None,
+    study: str | os.PathLike[str] | StudySpec | Mapping[str, Any] | None = None,
+    engine: str = "fleet",
+) -> pd.DataFrame:
+    """Per-step curves of every trained run in long format: run_id, phase, trial, dataset,
+    schedule, seed, status, step (1-based), loss (training), lr, heldout (the held-out EMA
+    loss at the steps it was measured, NaN between)."""
+    import pandas as pd
+
+    from schedlab.results import CURVE_KEYS, curve_columns, export_rows
+
+    spec, db = _open(store, study, engine)
+    with db:
+        columns = curve_columns(export_rows(spec, db, engine), db)
+    frame = pd.DataFrame(columns)
+    for key in CURVE_KEYS:
+        if key not in ("trial", "seed"):
+            frame[key] = frame[key].astype("string")
+    frame["seed"] = frame["seed"].astype("int64")
+    frame["trial"] = frame["trial"].astype("Int64")
+    return frame
+
+
+def get_scheduler(name: str, optimizer: Optimizer, steps: int, **params: Any) -> LRDriver:
+    """The schedule ``name`` (any of `schedlab schedules`, warm-up parameters included) over
+    ``steps`` optimizer steps of ``optimizer``, as schedlab trains with it.
+
+    Call ``.step(train_loss)`` after every optimizer step; a plateau schedule watching the
+    held-out loss also takes ``heldout_loss``, a function called only when it looks."""
+    from schedlab.schedules.driver import LRDriver
+    from schedlab.schedules.registry import resolve
+
+    if steps <= 0:
+        raise ValueError(f"steps must be a positive int, got {steps}")
+    return LRDriver(optimizer, resolve(name, params, steps), steps)
+
+
+def _open(
+    store: str | os.PathLike[str] | None,
+    study: str | os.PathLike[str] | StudySpec | Mapping[str, Any] | None,
+    engine: str,
+) -> tuple[StudySpec, Store]:
+    """The study and its store, opened read-only."""
+    from schedlab.config.engines import check_engine
+    from schedlab.config.study import StudySpec
+    from schedlab.store.store import Store, default_path
+
+    check_engine(engine)
+    if study is None and store is None:
+        raise ValueError("give the study, the store, or both")
+    spec = study_spec(study) if study is not None else None
+    path = Path(store) if store is not None else default_path(spec.name)  # type: ignore[union-attr]
+    db = Store(path, create=False, read_only=True)
+    if spec is None:
+        names = db.study_names()
+        if len(names) != 1:
+            db.close()
+            raise ValueError(
+                f"{path} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                "give study= to choose one"
+            )
+        latest = db.latest_plan(names[0])
+        assert latest is not None
+        spec = StudySpec.model_validate(latest[1])
+    return spec, db

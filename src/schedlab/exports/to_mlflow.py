@@ -1,0 +1,86 @@
+"""An MLflow tracking database (SQLite, MLflow's own recommended local backend): one MLflow
+run per schedlab run, with its configuration as params, its metrics, and its curves as step
+metrics. Needs ``pip install 'schedlab[mlflow]'``; browse with
+``mlflow ui --backend-store-uri sqlite:///<folder>/mlflow.db``.
+
+Exporting again adds only the runs not exported yet (tag ``schedlab.run_id``); an MLflow run
+left unfinished by a killed export is deleted and written again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from schedlab.exports.common import ExportedRun
+from schedlab.exports.to_tensorboard import HELDOUT, LOSS, LR
+
+RUN_TAG = "schedlab.run_id"
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def tracking_uri(folder: Path) -> str:
+    return f"sqlite:///{folder.resolve() / 'mlflow.db'}"
+
+
+def write_runs(runs: Iterable[ExportedRun], folder: Path, experiment: str) -> int:
+    """Log every run not exported yet into the experiment ``experiment``; the number logged."""
+    try:
+        from mlflow.entities import Metric, Param
+        from mlflow.tracking import MlflowClient
+    except ImportError as err:
+        raise ValueError("MLflow export needs mlflow: pip install 'schedlab[mlflow]'") from err
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its schema migration lines
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    folder.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=tracking_uri(folder))
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found is not None
+        else client.create_experiment(
+            experiment, artifact_location=(folder.resolve() / "artifacts").as_uri()
+        )
+    )
+    done = exported(client, experiment_id)
+    count = 0
+    for run in runs:
+        run_id = str(run.row["run_id"])
+        if run_id in done:
+            continue
+        created = client.create_run(
+            experiment_id, run_name=run.name, tags={RUN_TAG: run_id, "phase": run.row["phase"]}
+        )
+        mlflow_id = created.info.run_id
+        params = [Param(k, str(v)) for k, v in run.hparams.items()]
+        for lo in range(0, len(params), 100):  # MLflow's limit of params per call
+            client.log_batch(mlflow_id, params=params[lo : lo + 100])
+        metrics = [Metric(k, v, 0, 0) for k, v in run.metrics.items()]
+        metrics += curve_metrics(run, Metric)
+        for lo in range(0, len(metrics), BATCH):
+            client.log_batch(mlflow_id, metrics=metrics[lo : lo + BATCH])
+        client.set_terminated(mlflow_id)
+        count += 1
+    return count
+
+
+def exported(client: Any, experiment_id: str) -> set[str]:
+    """schedlab run ids already exported whole; unfinished MLflow runs are deleted."""
+    done = set()
+    for run in client.search_runs([experiment_id], max_results=50_000):
+        if run.info.status == "FINISHED":
+            done.add(run.data.tags.get(RUN_TAG))
+        else:
+            client.delete_run(run.info.run_id)
+    return done
+
+
+def curve_metrics(run: ExportedRun, metric: Any) -> list[Any]:
+    out = []
+    for step, (loss, lr) in enumerate(zip(run.loss, run.lr, strict=True), start=1):
+        out.append(metric(LOSS, float(loss), 0, step))
+        out.append(metric(LR, float(lr), 0, step))
+    out += [metric(HELDOUT, float(loss), 0, int(step)) for step, loss in run.heldout]
+    return out

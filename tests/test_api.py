@@ -1,0 +1,107 @@
+"""The Python API: the same runs and rows as the command line, curves as stored, schedules as
+torch steps them."""
+
+import csv
+import io
+import math
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import schedlab
+from schedlab.cli import app
+from schedlab.schedules.curves import lr_curve
+from schedlab.store.arrays import decode_array
+
+runner = CliRunner()
+
+
+def test_the_api_is_importable_from_schedlab_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, schedlab; assert 'torch' not in sys.modules and 'pandas' not in sys.modules;"
+        "print(schedlab.load_results.__module__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "schedlab.api", result.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        schedlab.nope  # noqa: B018
+
+
+def test_load_results_equals_the_cli_export(tiny_trained):
+    study, store = tiny_trained
+    frame = schedlab.load_results(store, study)
+    exported = runner.invoke(app, ["export", str(study), "--store", str(store), "--out", "-"])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert list(frame.columns) == list(rows[0])
+    assert len(frame) == len(rows) == 4
+    for (_, got), want in zip(frame.iterrows(), rows, strict=True):
+        assert got["run_id"] == want["run_id"] and got["status"] == want["status"] == "done"
+        assert got["kl_divergence"] == pytest.approx(float(want["kl_divergence"]), rel=1e-12)
+        assert got["seed"] == int(want["seed"])
+
+
+def test_load_results_from_the_store_alone_reads_its_plan(tiny_trained, tmp_path):
+    study, store = tiny_trained
+    pd.testing.assert_frame_equal(schedlab.load_results(store), schedlab.load_results(store, study))
+    with pytest.raises(ValueError, match="give the study, the store, or both"):
+        schedlab.load_results()
+    with pytest.raises(ValueError, match="no store at"):
+        schedlab.load_results(tmp_path / "none.sqlite")
+
+
+def test_load_curves_are_the_stored_curves_in_long_format(tiny_trained):
+    study, store = tiny_trained
+    curves = schedlab.load_curves(store, study)
+    assert list(curves.columns) == [
+        "run_id", "phase", "trial", "dataset", "schedule", "seed", "status",
+        "step", "loss", "lr", "heldout",
+    ]  # fmt: skip
+    assert len(curves) == 4 * 5 and curves["run_id"].nunique() == 4
+    with sqlite3.connect(store) as conn:
+        for run_id, loss, lr, heldout in conn.execute(
+            "SELECT run_id, loss, lr, heldout FROM curves"
+        ):
+            run = curves[curves["run_id"] == run_id].sort_values("step")
+            assert run["step"].tolist() == [1, 2, 3, 4, 5]
+            np.testing.assert_array_equal(run["loss"], decode_array(loss).astype(np.float64))
+            np.testing.assert_array_equal(run["lr"], decode_array(lr).astype(np.float64))
+            measured = decode_array(heldout)  # [m, 2]: step, loss
+            at = run.set_index("step")["heldout"]
+            for step, value in measured:
+                assert at[int(step)] == value
+            assert at.isna().sum() == 5 - len(measured)
+
+
+def test_get_scheduler_steps_as_schedlab_trains(tmp_path):
+    param = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    driver = schedlab.get_scheduler("step:gamma=0.5", optimizer, 20, step_size=4, warmup_steps=2)
+    seen = []
+    for _ in range(20):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        driver.step(1.0)
+    want = lr_curve("step", 20, 0.1, step_size=4, gamma=0.5, warmup_steps=2)
+    np.testing.assert_allclose(seen, want, rtol=1e-15)
+    assert seen[-1] == pytest.approx(0.1 * 0.5 ** math.floor((20 - 1 - 2) / 4))
+    with pytest.raises(ValueError, match="unknown parameter 'gama'"):
+        schedlab.get_scheduler("step", optimizer, 20, gama=0.5)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        schedlab.get_scheduler("cosine", optimizer, 0)
+
+
+def test_run_study_takes_a_parsed_document_and_names_bad_input(tmp_path):
+    doc = {"name": "doc", "datasets": ["moons"], "schedules": [{"name": "nosuch"}]}
+    with pytest.raises(ValueError, match="unknown schedule 'nosuch'"):
+        schedlab.run_study(doc, store=tmp_path / "doc.sqlite")
+    with pytest.raises(ValueError, match="unknown executor 'dask'"):
+        schedlab.run_study(doc, store=tmp_path / "doc.sqlite", executor="dask")
+    assert not (tmp_path / "doc.sqlite").exists()
