@@ -25,6 +25,7 @@ bench: setup
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/threads.py
+	$(BIN)/python benchmarks/checkpoints.py
 
 test: setup
 	$(BIN)/ruff check .

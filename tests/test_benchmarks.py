@@ -60,3 +60,16 @@ def test_threads_benchmark_quick_writes_its_json(tmp_path):
         assert numbers[f"{load}_default_over_one"] == pytest.approx(
             numbers[f"{load}_default_s"] / numbers[f"{load}_one_s"]
         )
+
+
+@pytest.mark.slow
+def test_checkpoints_benchmark_quick_writes_its_json(tmp_path):
+    out = tmp_path / "checkpoints.json"
+    script = str(ROOT / "benchmarks" / "checkpoints.py")
+    subprocess.run([sys.executable, script, "--quick", "--json", str(out)], check=True)
+    numbers = json.loads(out.read_text())
+    assert numbers["K"] == 4 and numbers["steps"] == 60
+    assert numbers["plain_steps_per_s"] > 0 and numbers["every_steps_per_s"] > 0
+    # One run's checkpoint: weights, two AdamW moments and the EMA, float32, and its curves.
+    weights = 4 * 4 * 296_450
+    assert weights < numbers["checkpoint_bytes_per_run"] < weights * 1.05

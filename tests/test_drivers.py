@@ -180,8 +180,9 @@ def migrated(tmp_path, schema):
     assert result.exit_code == 0, result.output
     assert "4 runs planned, 4 already finished; this run: nothing" in result.stderr
     con = sqlite3.connect(store)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
     assert con.execute("SELECT count(*) FROM trials").fetchone() == (0,)  # schema 4's table
+    assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (0,)  # schema 5
     con.close()
     return store, study
 
@@ -224,13 +225,23 @@ def test_a_store_of_schema_2_is_kept_and_says_it_has_no_heldout_curves(tmp_path)
     )
 
 
-def test_a_store_of_schema_3_gains_the_trials_table_and_keeps_its_runs(tmp_path):
-    store, study = migrated(tmp_path, 3)  # made by the release before tuning
+@pytest.mark.parametrize(
+    ("schema", "column", "values"),
+    [
+        (3, "phase", {"final"}),  # made by the release before tuning
+        (4, "resumed_from_step", {""}),  # before checkpoints: not recorded
+    ],
+)
+def test_a_store_of_schema_3_or_4_gains_the_new_tables_and_keeps_its_runs(
+    tmp_path, schema, column, values
+):
+    store, study = migrated(tmp_path, schema)
     out = tmp_path / "runs.csv"
     exported = runner.invoke(app, ["export", study, "--store", str(store), "--out", str(out)])
     assert exported.exit_code == 0, exported.output
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 6 and {r["phase"] for r in rows} == {"final"}
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"done"}
+    assert {r[column] for r in rows} == values
     assert all(float(r["steps_to_target"]) > 0 for r in rows)  # its curves are kept
 
 

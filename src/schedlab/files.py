@@ -18,15 +18,32 @@ from pathlib import Path
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, else it is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)  # its errors name the folder
+    with errors_named(path):
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     temp = Path(name)
     try:
-        yield temp
-        os.replace(temp, path)
+        with errors_named(path, temp):
+            yield temp
+            os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def errors_named(path: Path, temp: Path | None = None) -> Iterator[None]:
+    """An OSError about the temporary file (or folder) names ``path``: the file the user asked
+    for (a full disk or a missing permission is the target's problem)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None or temp is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        name = str(err.filename)
+        if not name.startswith(str(temp)):
+            raise
+        raise OSError(err.errno, err.strerror, str(path) + name[len(str(temp)) :]) from err
 
 
 # What a report folder holds; a folder with anything else is not replaced.
@@ -67,10 +84,12 @@ def atomic_dir(
     empty, or an earlier one of its kind: see ``check_replaceable``)."""
     path = path.resolve()
     check_replaceable(path, looks_like, what)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    path.parent.mkdir(parents=True, exist_ok=True)  # its errors name the folder
+    with errors_named(path):
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield temp
+        with errors_named(path, temp):
+            yield temp
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)  # left by an earlier swap that was killed
         if path.exists():

@@ -125,12 +125,17 @@ def fleet_key(run: RunSpec) -> tuple:
     return (run.engine, run.dim, run.settings.data.n, tuple(sorted(train.items())))
 
 
-def fleets(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
+def fleets(
+    runs: list[RunSpec], size: int, starts: Mapping[str, int] | None = None
+) -> list[list[RunSpec]]:
     """Groups of runs that train together, of near-equal sizes up to ``size`` (48 runs at
-    20: 16, 16, 16). Loop runs train one by one, so each is a group of its own."""
+    20: 16, 16, 16). Loop runs train one by one, so each is a group of its own. ``starts``
+    (run id -> the step its checkpoint resumes at) keeps runs at different steps apart: a
+    fleet's members step together."""
     groups: dict[tuple, list[RunSpec]] = {}
     for run in unique(runs):
-        groups.setdefault(fleet_key(run), []).append(run)
+        start = (starts or {}).get(run.run_id, 0)
+        groups.setdefault((*fleet_key(run), start), []).append(run)
     out = []
     for key, group in groups.items():
         per_fleet = 1 if key[0] == "loop" else math.ceil(len(group) / math.ceil(len(group) / size))

@@ -105,6 +105,7 @@ def row_of(
     row["run_id"] = record.run_id if record else None
     row["engine"] = record.engine if record else None
     row["attempts"] = record.attempts if record else 0
+    row["resumed_from_step"] = record.resumed_from if record else None
     row["origin"] = record.origin if record else None  # e.g. migrated from schema 1
     row["schedule_name"] = record.schedule if record else None
     row["params"] = json.dumps(record.params, sort_keys=True) if record else None

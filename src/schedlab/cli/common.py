@@ -8,6 +8,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -45,12 +46,16 @@ def root(
 
 
 def one_line_errors(func: F) -> F:
-    """Bad input becomes one line on stderr and exit status 2."""
+    """Bad input becomes one line on stderr and exit status 2; a failure while working (a file,
+    the store, anything unforeseen) one line and exit status 1. SCHEDLAB_TRACEBACK=1 shows the
+    traceback of an unforeseen error instead."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # a command's own exit status
+            raise
         except ValidationError as e:
             from schedlab.config.errors import first_error
 
@@ -65,7 +70,16 @@ def one_line_errors(func: F) -> F:
             print(f"error: {where}{e.strerror or e}", file=sys.stderr)
             raise typer.Exit(1) from None
         except sqlite3.Error as e:
-            print(f"error: the store could not be used: {e}", file=sys.stderr)
+            from schedlab.store.store import describe_error
+
+            print(f"error: {describe_error(Path('the store'), e)}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except Exception as e:  # unforeseen: still one line, never a traceback
+            if os.environ.get("SCHEDLAB_TRACEBACK") == "1":
+                raise
+            from schedlab.config.errors import cause_line, root_cause
+
+            print(f"error: {type(root_cause(e)).__name__}: {cause_line(e)}", file=sys.stderr)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -70,14 +70,6 @@ def status_table(study: StudySpec, store: Store, engine: str) -> Table:
 EXECUTORS = ("local", "ray")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: the runs in flight go back to pending."""
-
-
-def terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 @app.command()
 @one_line_errors
 def run(
@@ -89,6 +81,12 @@ def run(
     use_compile: CompileOption = None,
     lease: LeaseOption = 120.0,
     threads: ThreadsOption = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            help="checkpoint fleets every STEPS steps (default: about once a minute of training)"
+        ),
+    ] = None,
     executor: Annotated[
         str,
         typer.Option(
@@ -106,6 +104,7 @@ def run(
     """
     from schedlab.config.engines import check_engine_options
     from schedlab.threads import use_threads
+    from schedlab.training import stopping
 
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
@@ -117,9 +116,14 @@ def run(
     spec = load(study, engine)
     path = store_path(spec, store)
     use_threads(threads)
-    with Store(path) as db, progress_display(spec.train.steps, executor == "local") as shown:
+    # Ctrl-C, and SIGTERM (how SLURM and Kubernetes stop jobs): fleets stop at their next step
+    # and checkpoint; a second signal, or one outside training, stops at once.
+    with (
+        Store(path) as db,
+        progress_display(spec.train.steps, executor == "local") as shown,
+        stopping.stopping_on_signals(),
+    ):
         events, step, bar = shown
-        signal.signal(signal.SIGTERM, terminate)  # SLURM and Kubernetes stop jobs with it
         try:
             if executor == "ray":
                 summary = on_ray(spec, db, events, engine, fleet_size, device, address, lease)
@@ -127,15 +131,34 @@ def run(
                 from schedlab.execute.local import run_study
 
                 summary = run_study(
-                    spec, db, events, engine, fleet_size, device, use_compile, step, lease
+                    spec,
+                    db,
+                    events,
+                    engine,
+                    fleet_size,
+                    device,
+                    use_compile,
+                    step,
+                    lease,
+                    checkpoint_every,
                 )
         except KeyboardInterrupt as stop:
             if bar is not None:
                 bar.stop()
             how, code = (
-                ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+                ("terminated", 143)
+                if stopping.requested_signal() == signal.SIGTERM
+                else ("interrupted", 130)
             )
-            err.print(f"{how}: finished runs are saved in {path}; run the same command to resume")
+            saved = (
+                "checkpointed at its last step"
+                if isinstance(stop, stopping.StopRequested)
+                else "resumes from its last checkpoint"
+            )
+            err.print(
+                f"{how}: finished runs are saved in {path}, the fleet in flight {saved}; "
+                "run the same command to resume"
+            )
             raise typer.Exit(code) from None
         if bar is not None:
             bar.stop()
@@ -233,15 +256,35 @@ def report_outcome(summary: StudyOutcome, path: Path) -> None:
 
 @app.command()
 @one_line_errors
-def measure(study: StudyArg, store: StoreOption = None, engine: EngineOption = "fleet") -> None:
+def measure(
+    study: StudyArg,
+    store: StoreOption = None,
+    engine: EngineOption = "fleet",
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="list what would be measured; open the store read-only"),
+    ] = False,
+) -> None:
     """Measure finished runs again from their stored weights (new metrics, new eval
     settings); trains nothing."""
+    from schedlab.execute.driver import describe, missing_metrics
     from schedlab.execute.local import measure_study
+    from schedlab.plan import unique
     from schedlab.threads import use_threads
+    from schedlab.tuning.trials import planned_runs
 
     spec = load(study, engine)
-    use_threads()
     path = store_path(spec, store)
+    if dry_run:
+        with Store(path, create=False, read_only=True) as db:
+            runs = unique(planned_runs(spec, engine, db))
+            todo = [(run, missing_metrics(db, run)) for run in runs]
+        todo = [(run, metrics) for run, metrics in todo if metrics]
+        for run, metrics in todo:
+            print(f"{describe(run)}: {', '.join(m.key for m in metrics)}")
+        err.print(f"{len(todo)} runs would be measured; nothing written. Store: {path}")
+        return
+    use_threads()
     with Store(path, create=False) as db:
         summary = measure_study(spec, db, engine)
         unfinished = sum(

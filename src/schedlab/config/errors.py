@@ -22,3 +22,17 @@ def first_error(err: ValidationError) -> str:
     prefix = f"{where}: " if where else ""
     got = f" (got {first['input']!r})" if first["type"] != "value_error" else ""
     return f"{prefix}{message}{got}"
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The first error of a chain (a library's wrapper names the SQL; its cause says why)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def cause_line(err: BaseException) -> str:
+    """The first line of the root cause's message, or its type when it has none."""
+    cause = root_cause(err)
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__

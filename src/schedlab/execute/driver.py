@@ -26,7 +26,7 @@ from schedlab import plan
 from schedlab.config.study import StudySpec
 from schedlab.execute.base import Executor, RunOutcome
 from schedlab.execute.work import Worker
-from schedlab.measure.registry import enabled, sample_key
+from schedlab.measure.registry import Metric, enabled, sample_key
 from schedlab.plan import RunSpec
 from schedlab.store.records import PlannedRun
 from schedlab.store.status import FINISHED, RunStatus, owner_is_dead, owner_name
@@ -143,7 +143,8 @@ class Driver:
         with Heartbeat(self.store, self.owner, self.lease_s):
             while True:
                 todo = self._claimable(runs, tried)
-                fleets = plan.fleets(todo, executor.fleet_size(len(todo), size))
+                starts = self.store.checkpoint_steps(r.run_id for r in todo)
+                fleets = plan.fleets(todo, executor.fleet_size(len(todo), size), starts)
                 if todo and self._train(fleets, executor, tried, outcome, len(runs)):
                     continue
                 if todo or any(self.store.status(r.run_id) == RunStatus.RUNNING for r in runs):
@@ -226,14 +227,7 @@ class Driver:
         """Measure, from stored weights and samples, every metric a finished run lacks under
         the study's eval settings (a new metric, or new `[eval]` settings)."""
         for run in runs:
-            if self.store.status(run.run_id) != RunStatus.DONE:
-                continue
-            have = self.store.measured_keys(run.run_id)
-            missing = [
-                m
-                for m in enabled(run.settings.eval)
-                if (m.key, m.key_for(run.settings.eval)) not in have
-            ]
+            missing = missing_metrics(self.store, run)
             if not missing:
                 continue
             (record,) = self.store.records_for([(run.label, run.run_id)], {})
@@ -247,6 +241,17 @@ class Driver:
             self.store.add_measurements(run.run_id, measurements, samples)
             outcome.measured += 1
             outcome.notes += [f"{describe(run)}: {note}" for note in notes]
+
+
+def missing_metrics(store: Store, run: RunSpec) -> list[Metric]:
+    """The enabled metrics a finished (done) run has no measurement of under its eval
+    settings; none for a run not done."""
+    if store.status(run.run_id) != RunStatus.DONE:
+        return []
+    have = store.measured_keys(run.run_id)
+    return [
+        m for m in enabled(run.settings.eval) if (m.key, m.key_for(run.settings.eval)) not in have
+    ]
 
 
 def check_user_schedules(study: StudySpec) -> None:

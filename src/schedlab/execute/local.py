@@ -8,10 +8,12 @@ from schedlab import plan
 from schedlab.config.engines import DEFAULT_FLEET_SIZE, check_engine_options
 from schedlab.config.study import StudySpec
 from schedlab.execute.base import RunOutcome
+from schedlab.execute.checkpoints import StoreCheckpoints
 from schedlab.execute.driver import LEASE_S, Driver, Events, StudyOutcome
 from schedlab.execute.work import Worker
 from schedlab.plan import RunSpec
 from schedlab.store.store import Store
+from schedlab.training.checkpoint import CheckpointPolicy
 from schedlab.training.common import Progress
 from schedlab.tuning.trials import planned_runs
 
@@ -40,10 +42,17 @@ def run_study(
     use_compile: bool | None = None,
     progress: Progress | None = None,
     lease_s: float = LEASE_S,
+    checkpoint_every: int | None = None,
 ) -> StudyOutcome:
-    """Train (in this process) every run of ``study`` not finished yet, measure what is missing."""
+    """Train (in this process) every run of ``study`` not finished yet, measure what is missing.
+
+    Fleets checkpoint their runs into the store every ``checkpoint_every`` steps (default:
+    about once a minute of training) and resume from there."""
     check_engine_options(engine, fleet_size, device)
-    worker = Worker(device, use_compile, progress)
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be a positive int, got {checkpoint_every}")
+    checkpoints = StoreCheckpoints(store, CheckpointPolicy(every_steps=checkpoint_every))
+    worker = Worker(device, use_compile, progress, checkpoints)
     size = fleet_size or DEFAULT_FLEET_SIZE[device]
     driver = Driver(store, lease_s, events)
     return driver.run_study(study, LocalExecutor(worker), worker, engine, size)

@@ -6,6 +6,7 @@ driver to store; it never touches the store itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import traceback
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import numpy as np
 
 from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
 from schedlab.execute.base import RunOutcome
+from schedlab.execute.checkpoints import StoreCheckpoints
 from schedlab.measure.evaluate import Measured, Trained, evaluate
 from schedlab.measure.registry import METRICS, Metric, enabled, sample_key
 from schedlab.measure.sampling import timed_samples
@@ -39,8 +41,11 @@ class Worker:
         device: str = "cpu",
         use_compile: bool | None = None,
         progress: Progress | None = None,
+        checkpoints: StoreCheckpoints | None = None,
     ) -> None:
+        """``checkpoints``: where fleets resume from and save to (None: they do not)."""
         self.device, self.use_compile, self.progress = device, use_compile, progress
+        self.checkpoints = checkpoints
         self.workloads: dict[tuple, Workload] = {}
 
     def workload(self, run: RunSpec) -> Workload:
@@ -69,6 +74,9 @@ class Worker:
             Member(w.points, r.schedule, r.seed, r.settings.train.lr)
             for w, r in zip(workloads, fleet, strict=True)
         ]
+        checkpoints, restart = None, None
+        if self.checkpoints is not None and fleet[0].engine == "fleet":
+            checkpoints, restart = self.checkpoints.for_fleet(fleet)
         try:
             results = engines.train(
                 members,
@@ -78,6 +86,7 @@ class Worker:
                 lambda k, model: workloads[k].heldout(model),
                 self.progress,
                 self.use_compile,
+                checkpoints,
             )
         except Exception as err:  # recorded for each run of the fleet; the study goes on
             for run in fleet:
@@ -92,6 +101,8 @@ class Worker:
         for run, workload, result in zip(fleet, workloads, results, strict=True):
             try:
                 commit = self.measure_fresh(run, workload, result, drawn.get(run.run_id))
+                if restart is not None:
+                    commit = dataclasses.replace(commit, notes=(*commit.notes, restart))
             except Exception as err:  # recorded; the study goes on
                 yield RunOutcome(run, None, error_line(err))
             else:
@@ -150,6 +161,7 @@ class Worker:
             samples=sampled(measured, run.settings),
             diverged_at=result.diverged_at,
             notes=tuple(notes),
+            resumed_from=result.resumed_from,
         )
 
     def measure_stored(

@@ -9,11 +9,13 @@ left unfinished by a killed export is deleted and written again.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from schedlab.config.errors import cause_line
 from schedlab.exports.common import ExportedRun
 from schedlab.exports.to_tensorboard import HELDOUT, LOSS, LR
 
@@ -28,14 +30,22 @@ def tracking_uri(folder: Path) -> str:
 def write_runs(runs: Iterable[ExportedRun], folder: Path, experiment: str) -> int:
     """Log every run not exported yet into the experiment ``experiment``; the number logged."""
     try:
-        from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
     except ImportError as err:
         raise ValueError("MLflow export needs mlflow: pip install 'schedlab[mlflow]'") from err
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its schema migration lines
     logging.getLogger("alembic").setLevel(logging.WARNING)
     folder.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=tracking_uri(folder))
+    try:
+        return log_runs(MlflowClient(tracking_uri=tracking_uri(folder)), runs, folder, experiment)
+    except Exception as err:  # MLflow wraps SQLite's errors (a full disk) in its own
+        database = str(folder / "mlflow.db")
+        raise OSError(errno.EIO, f"MLflow could not write: {cause_line(err)}", database) from err
+
+
+def log_runs(client: Any, runs: Iterable[ExportedRun], folder: Path, experiment: str) -> int:
+    from mlflow.entities import Metric, Param
+
     found = client.get_experiment_by_name(experiment)
     experiment_id = (
         found.experiment_id

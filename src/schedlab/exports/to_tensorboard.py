@@ -4,7 +4,9 @@ and metrics in the HParams dashboard. Written with torch's SummaryWriter (needs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from schedlab.exports.common import ExportedRun
@@ -23,7 +25,7 @@ def write_runs(runs: Iterable[ExportedRun], folder: Path) -> int:
         ) from err
     count = 0
     for run in runs:
-        with SummaryWriter(log_dir=str(folder / run.name)) as writer:
+        with writer_errors() as failed, SummaryWriter(log_dir=str(folder / run.name)) as writer:
             for step, (loss, lr) in enumerate(zip(run.loss, run.lr, strict=True), start=1):
                 writer.add_scalar(LOSS, float(loss), step)
                 writer.add_scalar(LR, float(lr), step)
@@ -33,5 +35,24 @@ def write_runs(runs: Iterable[ExportedRun], folder: Path) -> int:
             writer.add_hparams(
                 run.hparams, {f"hparams/{k}": v for k, v in run.metrics.items()}, run_name="."
             )
+        if failed:
+            raise failed[0]
         count += 1
     return count
+
+
+@contextmanager
+def writer_errors() -> Iterator[list[BaseException]]:
+    """The errors of the writer's background thread (a full disk), kept to be raised here
+    rather than printed by the thread as a traceback."""
+    failed: list[BaseException] = []
+    before = threading.excepthook
+
+    def keep(args: threading.ExceptHookArgs) -> None:
+        failed.append(args.exc_value or RuntimeError("TensorBoard's writer thread failed"))
+
+    threading.excepthook = keep
+    try:
+        yield failed
+    finally:
+        threading.excepthook = before

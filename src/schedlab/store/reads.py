@@ -19,7 +19,7 @@ from schedlab.store.status import shown_status
 
 _RUN_COLUMNS = (
     "run_id, dataset, schedule, params, seed, settings, engine, status, error, diverged_at, "
-    "attempts, owner, lease_expires, training_time, host, versions, origin"
+    "attempts, owner, lease_expires, training_time, host, versions, origin, resumed_from"
 )
 
 
@@ -108,6 +108,7 @@ class StoreReads:
                     versions=json.loads(row[15]) if row[15] else {},
                     origin=row[16],
                     metrics=metrics,
+                    resumed_from=row[17],
                 )
             )
         return out
@@ -117,6 +118,24 @@ class StoreReads:
             "SELECT loss, lr FROM curves WHERE run_id = ?", (run_id,)
         ).fetchone()
         return (decode_array(row[0]), decode_array(row[1])) if row else None
+
+    def checkpoint_state(self, run_id: str) -> bytes | None:
+        """The run's latest checkpoint (``schedlab.training.checkpoint``), if it has one."""
+        row = self.conn.execute(
+            "SELECT state FROM checkpoints WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def checkpoint_steps(self, run_ids: Iterable[str]) -> dict[str, int]:
+        """run id -> the step of its checkpoint, for the runs that have one."""
+        out = {}
+        for run_id in run_ids:
+            row = self.conn.execute(
+                "SELECT step FROM checkpoints WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row:
+                out[run_id] = row[0]
+        return out
 
     def heldout_curves(self, run_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """run id -> its held-out EMA loss curve [m, 2], for the runs that recorded one."""

@@ -44,6 +44,7 @@ class RunRecord:
     versions: dict[str, str]
     origin: str | None
     metrics: dict[str, float]  # under the measurement keys asked for; NaN when not measured
+    resumed_from: int | None = None  # step resumed at from a checkpoint; None: not recorded
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,4 @@ class Commit:
     samples: tuple[str, np.ndarray, float] | None  # (sample key, points [m, d], seconds)
     diverged_at: int | None = None
     notes: tuple[str, ...] = ()  # stored as the run's error text, joined by '; '
+    resumed_from: int = 0  # the step it resumed at from a checkpoint (0: from scratch)

@@ -1,4 +1,4 @@
-"""The store's tables (schema 4) and the migrations from schemas 1 (schedlab 0.1), 2 and 3.
+"""The store's tables (schema 5) and the migrations from schemas 1 (schedlab 0.1), 2, 3 and 4.
 
 Schema 2 separated a run's training (``runs``, ``curves``, ``weights``: keyed by the training
 identity) from its measurements (``measurements``, ``samples``: keyed by the run and a
@@ -6,7 +6,9 @@ measurement key), keeps every registered plan (``studies``, ``plan_runs``: appen
 deleted), and records each run's engine, its claims (``attempts``) and its lease. Schema 3
 adds each run's held-out EMA loss curve (``curves.heldout``: [m, 2] of steps and losses).
 Schema 4 adds the runs of tuning trials (``trials``: a search's trial number and tuning seed ->
-the run), apart from the plans, whose runs are the ones a report ranks.
+the run), apart from the plans, whose runs are the ones a report ranks. Schema 5 adds fleet
+checkpoints (``checkpoints``: a run in training's latest state, dropped when it finishes) and
+the step each run resumed at (``runs.resumed_from``; NULL for runs trained before it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from schedlab.plan import NUMERIC_VERSION, run_id_of
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.store.status import STORED, RunStatus
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _STATUS_CHECK = ", ".join(f"'{s}'" for s in STORED)
 TABLES = [
@@ -54,7 +56,8 @@ TABLES = [
         finished_at REAL,
         host TEXT,
         versions TEXT,
-        origin TEXT
+        origin TEXT,
+        resumed_from INTEGER
     )""",
     """CREATE TABLE plan_runs (
         plan_id TEXT NOT NULL REFERENCES studies(plan_id),
@@ -94,6 +97,13 @@ TRIALS_TABLE = """CREATE TABLE trials (
     PRIMARY KEY (search, trial, seed)
 )"""
 TABLES.append(TRIALS_TABLE)
+CHECKPOINTS_TABLE = """CREATE TABLE checkpoints (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
+    step INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    saved_at REAL NOT NULL
+)"""
+TABLES.append(CHECKPOINTS_TABLE)
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -111,7 +121,10 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
         return
     if version == 2:  # schema 3: curves get a held-out column; older runs have none
         conn.execute("ALTER TABLE curves ADD COLUMN heldout BLOB")
-    conn.execute(TRIALS_TABLE)  # schema 4: no trial before it
+    if version <= 3:
+        conn.execute(TRIALS_TABLE)  # schema 4: no trial before it
+    conn.execute("ALTER TABLE runs ADD COLUMN resumed_from INTEGER")  # schema 5
+    conn.execute(CHECKPOINTS_TABLE)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,12 +38,28 @@ class StoreError(ValueError):
     """A store that cannot be used as it is; the message says why."""
 
 
+def describe_error(path: Path, err: sqlite3.Error) -> str:
+    """One line naming the store and what is wrong with it, and what to do."""
+    text = str(err)
+    if "malformed" in text:
+        return (
+            f"{path} is corrupted (SQLite: {text}); restore it from a backup, or move it aside "
+            "and run the study again"
+        )
+    if "full" in text:
+        return f"{path}: the disk is full (SQLite: {text}); free some space and run again"
+    if "readonly" in text or "unable to open" in text:
+        return f"{path} cannot be written (SQLite: {text}); check its and its folder's permissions"
+    return f"{path} is not a schedlab store: {text}"
+
+
 class Store(StoreReads):
     def __init__(self, path: Path, create: bool = True, read_only: bool = False) -> None:
         """Open (or, with ``create``, make) a store. ``read_only`` never writes to the file:
         a store of an older schema is then migrated in memory for this reader only."""
         self.path = Path(path)
         self.read_only = read_only
+        self.lock = threading.Lock()
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; --store takes a store file")
         if not self.path.exists() and (not create or read_only):
@@ -56,12 +73,24 @@ class Store(StoreReads):
             uri = f"file:{self.path.resolve()}?mode=ro" + ("&immutable=1" if quiet else "")
             self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         else:
-            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # Shared with a fleet's shard threads, which save checkpoints under ``self.lock``.
+            self.conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
         try:
             self._check_or_create()
+            if not read_only:
+                self._check_intact()
         except sqlite3.DatabaseError as err:
             self.conn.close()
-            raise StoreError(f"{self.path} is not a schedlab store: {err}") from err
+            raise StoreError(describe_error(self.path, err)) from err
+
+    def _check_intact(self) -> None:
+        """``PRAGMA quick_check`` before a command writes: a damaged store is named as such,
+        not written into further (about 0.1 s per 100 MB)."""
+        problems = [row[0] for row in self.conn.execute("PRAGMA quick_check(1)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({problems[0]})")
 
     def _check_or_create(self) -> None:
         if not self.read_only:
@@ -81,7 +110,7 @@ class Store(StoreReads):
                     f"{self.path} was written by a newer schedlab (store schema "
                     f"{version}, this schedlab reads {SCHEMA_VERSION}); upgrade schedlab"
                 )
-            if version not in (1, 2, 3):
+            if version not in (1, 2, 3, 4):
                 raise StoreError(
                     f"{self.path} has store schema {version}; this schedlab reads schemas 1 "
                     f"to {SCHEMA_VERSION}"
@@ -230,6 +259,7 @@ class Store(StoreReads):
             if not self._owned(c, run_id, owner):
                 return False
             c.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
             c.execute(
                 "INSERT INTO curves VALUES (?, ?, ?, ?)",
                 (
@@ -246,17 +276,28 @@ class Store(StoreReads):
             self._write_measurements(c, run_id, commit.measurements, commit.samples)
             c.execute(
                 "UPDATE runs SET status = ?, diverged_at = ?, error = ?, training_time = ?, "
-                "finished_at = ?, owner = NULL, lease_expires = NULL WHERE run_id = ?",
+                "finished_at = ?, owner = NULL, lease_expires = NULL, resumed_from = ? "
+                "WHERE run_id = ?",
                 (
                     str(commit.status),
                     commit.diverged_at,
                     "; ".join(commit.notes) or None,
                     commit.training_time,
                     time.time(),
+                    commit.resumed_from,
                     run_id,
                 ),
             )
             return True
+
+    def save_checkpoint(self, run_id: str, step: int, state: bytes) -> None:
+        """Keep ``state`` as the run's latest checkpoint (from any thread). Any checkpoint of a
+        run is a point on its one trajectory, so whoever writes last is right."""
+        with self.lock, self._transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                (run_id, step, state, time.time()),
+            )
 
     def add_measurements(
         self,

@@ -42,6 +42,7 @@ class TrainResult:
     # [m, 2]: (steps done, held-out loss of the EMA weights) every curve_every steps and at
     # the end; empty when no held-out loss was given.
     heldout_curve: np.ndarray
+    resumed_from: int = 0  # the step it resumed at from a checkpoint (0: trained from scratch)
 
 
 def curve_due(done: int, settings: TrainSettings) -> bool:
@@ -70,18 +71,36 @@ class Batch:
     eps: torch.Tensor  # [B, d]
 
 
-def epoch_draws(
-    n: int, dim: int, settings: TrainSettings, seed: int, dtype: torch.dtype
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+class EpochDraws:
     """Each epoch's (permutation [n], timesteps [n], noise [n, dim]) of a run: one timestep and
     noise per point position, from the run's noise stream; the order from its order stream.
-    Both depend on the seed alone."""
-    order, noise = generator(seed, "order"), generator(seed, "noise")
-    while True:
-        perm = torch.randperm(n, generator=order)
-        t = torch.randint(0, settings.timesteps, (n,), generator=noise)
-        eps = torch.randn(n, dim, generator=noise, dtype=dtype)
-        yield perm, t, eps
+    Both depend on the seed alone. ``epoch_start`` holds the streams' states before the epoch
+    last drawn, from which a checkpoint draws that epoch again."""
+
+    def __init__(
+        self, n: int, dim: int, settings: TrainSettings, seed: int, dtype: torch.dtype
+    ) -> None:
+        self.n, self.dim, self.timesteps, self.dtype = n, dim, settings.timesteps, dtype
+        self.order, self.noise = generator(seed, "order"), generator(seed, "noise")
+        self.epoch_start = self.states()
+
+    def states(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.order.get_state(), self.noise.get_state()
+
+    def restore(self, states: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Draw next the epoch that began at ``states``."""
+        self.order.set_state(states[0])
+        self.noise.set_state(states[1])
+
+    def __iter__(self) -> EpochDraws:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.epoch_start = self.states()
+        perm = torch.randperm(self.n, generator=self.order)
+        t = torch.randint(0, self.timesteps, (self.n,), generator=self.noise)
+        eps = torch.randn(self.n, self.dim, generator=self.noise, dtype=self.dtype)
+        return perm, t, eps
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -93,7 +112,7 @@ def batches(points: torch.Tensor, settings: TrainSettings, seed: int) -> Iterato
     """The run's batches of ``points`` [n, d], epoch after epoch, on their device."""
     n, dim = points.shape
     bounds = batch_bounds(n, settings.batch_size)
-    for draws in epoch_draws(n, dim, settings, seed, points.dtype):
+    for draws in EpochDraws(n, dim, settings, seed, points.dtype):
         perm, t, eps = (x.to(points.device) for x in draws)
         for start, stop in bounds:
             yield Batch(points[perm[start:stop]], t[start:stop], eps[start:stop])

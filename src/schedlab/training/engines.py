@@ -12,6 +12,7 @@ import torch
 from schedlab.config.engines import Engine
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
+from schedlab.training.checkpoint import Checkpoints
 from schedlab.training.common import Member, Progress, TrainResult
 from schedlab.training.fleet.shards import train_fleet
 from schedlab.training.loop import train_reference
@@ -25,14 +26,18 @@ def train(
     heldout_loss: Callable[[int, Denoiser], float] | None = None,
     progress: Progress | None = None,
     use_compile: bool | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[TrainResult]:
     """Train ``members`` (one TrainResult each): as one fleet, or one by one in the loop.
 
     ``heldout_loss(k, model)`` feeds member k's plateau schedule when it watches the held-out
-    loss. ``settings.lr`` is ignored: each member brings its own base LR.
+    loss. ``settings.lr`` is ignored: each member brings its own base LR. ``checkpoints``
+    (fleet engine only) resume and save the members' state.
     """
     if engine == "fleet":
-        return train_fleet(members, settings, device, heldout_loss, progress, use_compile)
+        return train_fleet(
+            members, settings, device, heldout_loss, progress, use_compile, None, checkpoints
+        )
     results = []
     for k, member in enumerate(members):
 

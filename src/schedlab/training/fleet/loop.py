@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,19 +26,21 @@ from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
 from schedlab.schedules.driver import LRDriver
 from schedlab.schedules.registry import ScheduleSpec
+from schedlab.training.checkpoint import ROWS, Checkpoint, CheckpointPolicy, SaveCheckpoint
 from schedlab.training.common import (
     PROGRESS_EVERY,
+    EpochDraws,
     Member,
     Progress,
     TrainResult,
     batch_bounds,
     curve_due,
-    epoch_draws,
     noise_schedule,
 )
 from schedlab.training.ema import TensorEMA
 from schedlab.training.fleet.model import FleetDenoiser
 from schedlab.training.fleet.optimizer import FleetAdamW, clip_coefficients
+from schedlab.training.stopping import STOP, StopRequested
 
 
 class ShardStoppedError(RuntimeError):
@@ -83,9 +86,20 @@ class LossesAndGradients:
         return self.eager(*args)
 
 
+@dataclass
+class ShardJob:
+    """What a shard trains and how: its members, where each starts, where checkpoints go."""
+
+    members: list[Member]
+    initial: list[Denoiser]
+    resume: list[Checkpoint | None]  # each member's checkpoint (one step for all), or None
+    save: SaveCheckpoint | None = None  # (index among the members, checkpoint)
+    policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    fleet_size: int = 1  # runs in the whole fleet: a member's share of the fleet's time
+
+
 def train_shard(
-    members: list[Member],
-    initial: list[Denoiser],
+    job: ShardJob,
     settings: TrainSettings,
     device: torch.device,
     heldout_loss: Callable[[int, Denoiser], float] | None,
@@ -93,45 +107,98 @@ def train_shard(
     use_compile: bool,
     stop: threading.Event,
 ) -> tuple[list[TrainResult], float]:
-    """One shard's training loop: every member (from its ``initial`` model) on one fleet.
+    """One shard's training loop: every member (from its ``initial`` model, or from its
+    checkpoint) on one fleet.
 
     ``heldout_loss(k, model)`` also measures member k's EMA weights for its held-out curve.
-    Returns the results and the seconds the curves took (not training time).
+    Returns the results and the seconds the curves took (not training time). A stop request
+    (``stopping.STOP``) checkpoints every member at the next step boundary, then raises
+    ``StopRequested``.
     """
+    members = job.members
     k_runs = len(members)
     n, dim = members[0].points.shape
     dtype = settings.torch_dtype
-    template = copy.deepcopy(initial[0])
-    fleet = FleetDenoiser(initial, device)
+    template = copy.deepcopy(job.initial[0])
+    fleet = FleetDenoiser(job.initial, device)
     optimizer = FleetAdamW(fleet.weights, fleet.grad, weight_decay=settings.weight_decay)
     ema = TensorEMA([fleet.weights], settings.ema_beta, settings.ema_every, settings.ema_warmup)
     noise = noise_schedule(settings).to(device)
     drivers = [stand_in_driver(m.lr, m.schedule, settings.steps) for m in members]
     data = torch.stack([torch.as_tensor(m.points, dtype=dtype) for m in members]).to(device)
-    draws = [epoch_draws(n, dim, settings, m.seed, dtype) for m in members]
+    draws = [EpochDraws(n, dim, settings, m.seed, dtype) for m in members]
     bounds = batch_bounds(n, settings.batch_size)
     losses = np.full((settings.steps, k_runs), np.nan)
     lrs = np.full((settings.steps, k_runs), np.nan)
     diverged_at: list[int | None] = [None] * k_runs
     curves: list[list[tuple[int, float]]] = [[] for _ in members]
+    looks: list[list[float]] = [[] for _ in members]
+    prior_time = [0.0] * k_runs
+    step = resume_members(job.resume, fleet, optimizer, ema, drivers, draws)
+    resumed_from = step
+    for k, checkpoint in enumerate(job.resume):
+        if checkpoint is not None:
+            losses[:step, k], lrs[:step, k] = checkpoint.losses, checkpoint.lrs
+            diverged_at[k] = checkpoint.diverged_at
+            curves[k] = [(int(s), float(v)) for s, v in checkpoint.curve]
+            looks[k] = checkpoint.looks.tolist()
+            prior_time[k] = checkpoint.training_time
     measuring = 0.0
+    start = last_save = time.perf_counter()
 
     losses_and_gradients = LossesAndGradients(fleet, use_compile)
 
     def watched(k: int) -> Callable[[], float] | None:
         if heldout_loss is None or not drivers[k].watches_heldout:
             return None
-        return lambda: heldout_loss(k, fleet.member(k, template))
 
-    step = 0
+        def look() -> float:
+            value = heldout_loss(k, fleet.member(k, template))
+            looks[k].append(value)
+            return value
+
+        return look
+
+    def checkpoint_all() -> None:
+        assert job.save is not None
+        share = (time.perf_counter() - start - measuring) / job.fleet_size
+        for k in range(k_runs):
+            job.save(k, member_checkpoint(k, share + prior_time[k]))
+
+    def member_checkpoint(k: int, seconds: float) -> Checkpoint:
+        # The streams' states before the epoch of the next step: that epoch is drawn again on
+        # resume. It is the one last drawn, or (at an epoch's end) the one after it.
+        this_epoch = epoch_first == step - step % len(bounds)
+        order, stream = draws[k].epoch_start if this_epoch else draws[k].states()
+        rows = (fleet.weights, optimizer.exp_avg, optimizer.exp_avg_sq, ema.averages[0])
+        return Checkpoint(
+            step=step,
+            rows={name: r[k].cpu().numpy().copy() for name, r in zip(ROWS, rows, strict=True)},
+            losses=losses[:step, k].copy(),
+            lrs=lrs[:step, k].copy(),
+            curve=np.array(curves[k], dtype=np.float64).reshape(-1, 2),
+            looks=np.array(looks[k], dtype=np.float64),
+            diverged_at=diverged_at[k],
+            training_time=seconds,
+            order_state=order.numpy().copy(),
+            noise_state=stream.numpy().copy(),
+        )
+
+    skip = step % len(bounds)  # batches of the current epoch already trained on
+    epoch_first = step - skip
     while step < settings.steps:
         perm, t_all, eps_all = (  # [K, n], [K, n], [K, n, d]
             torch.stack(x).to(device) for x in zip(*(next(d) for d in draws), strict=True)
         )
+        epoch_first = step - skip  # the step this epoch's first batch trains
         x_all = torch.gather(data, 1, perm.unsqueeze(-1).expand(-1, -1, dim))  # [K, n, d]
-        for lo, hi in bounds:
+        for lo, hi in bounds[skip:]:
             if step >= settings.steps:
                 break
+            if STOP.is_set():  # SIGINT or SIGTERM: checkpoint, then stop
+                if job.save is not None:
+                    checkpoint_all()
+                raise StopRequested
             if stop.is_set():
                 raise ShardStoppedError("another shard of the fleet failed")
             run_losses = losses_and_gradients(  # [K]
@@ -166,6 +233,13 @@ def train_shard(
             if progress is not None and step % PROGRESS_EVERY == 0:
                 alive = [v for v, a in zip(values, active, strict=True) if a]
                 progress(step, float(np.mean(alive)) if alive else math.nan, max(lr))
+            since = time.perf_counter() - last_save
+            if job.save is not None and step < settings.steps and job.policy.due(step, since):
+                checkpoint_all()
+                last_save = time.perf_counter()
+        skip = 0
+    if job.save is not None and resumed_from < settings.steps:
+        checkpoint_all()  # trained: an interrupt while measuring retrains nothing
     results = []
     for k in range(k_runs):
         done = settings.steps if diverged_at[k] is None else diverged_at[k] + 1
@@ -177,9 +251,44 @@ def train_shard(
                 ema_model,
                 losses[:done, k].copy(),
                 lrs[:done, k].copy(),
-                math.nan,  # train_fleet sets the fleet's time per run
+                prior_time[k],  # train_fleet adds this fleet's time per run
                 diverged_at[k],
                 np.array(curves[k], dtype=np.float64).reshape(-1, 2),
+                resumed_from,
             )
         )
     return results, measuring
+
+
+def resume_members(
+    resume: list[Checkpoint | None],
+    fleet: FleetDenoiser,
+    optimizer: FleetAdamW,
+    ema: TensorEMA,
+    drivers: list[LRDriver],
+    draws: list[EpochDraws],
+) -> int:
+    """Load each member's checkpoint into the fleet; the step they all resume at (0: none;
+    ``train_fleet`` checks that it is one step). Each schedule is stepped again through the
+    recorded losses and looks."""
+    step = resume[0].step if resume[0] is not None else 0
+    rows = (fleet.weights, optimizer.exp_avg, optimizer.exp_avg_sq, ema.averages[0])
+    with torch.no_grad():
+        for k, checkpoint in enumerate(resume):
+            if checkpoint is None:
+                continue
+            for name, row in zip(ROWS, rows, strict=True):
+                row[k].copy_(torch.from_numpy(checkpoint.rows[name]))
+            replay_schedule(drivers[k], checkpoint)
+            draws[k].restore(checkpoint.stream_states())
+        optimizer.step_count.fill_(float(step))
+    return step
+
+
+def replay_schedule(driver: LRDriver, checkpoint: Checkpoint) -> None:
+    """Step a fresh schedule as the member's was stepped: after every step it trained (not
+    the step it diverged at), with the same losses and held-out looks."""
+    looks = iter(checkpoint.looks.tolist())
+    stepped = checkpoint.step if checkpoint.diverged_at is None else checkpoint.diverged_at
+    for value in checkpoint.losses[:stepped].tolist():
+        driver.step(value, (lambda: next(looks)) if driver.watches_heldout else None)

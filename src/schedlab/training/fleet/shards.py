@@ -28,8 +28,10 @@ import torch
 from schedlab.config.engines import engine_for
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
+from schedlab.training.checkpoint import Checkpoint, CheckpointPolicy, Checkpoints
 from schedlab.training.common import Member, Progress, TrainResult, build_model
-from schedlab.training.fleet.loop import ShardStoppedError, train_shard
+from schedlab.training.fleet.loop import ShardJob, ShardStoppedError, train_shard
+from schedlab.training.stopping import training
 
 
 def train_fleet(
@@ -40,6 +42,7 @@ def train_fleet(
     progress: Progress | None = None,
     use_compile: bool | None = None,
     shards: int | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[TrainResult]:
     """Train every member for ``settings.steps`` steps; one TrainResult per member.
 
@@ -48,7 +51,9 @@ def train_fleet(
     training_time is the fleet's wall time, less the time its curves took, divided by K
     (compilation included). ``use_compile`` None means: on a GPU only (on 2 CPU cores
     torch.compile did not make the step faster). ``shards`` defaults to one per thread torch
-    computes with (CPU); ``progress`` follows the first shard.
+    computes with (CPU); ``progress`` follows the first shard. With ``checkpoints``, members
+    resume from theirs and save new ones as its policy says, and a stop request checkpoints
+    them all (see ``schedlab.training.stopping``).
     """
     if any(engine_for("fleet", m.schedule) != "fleet" for m in members):
         raise ValueError("schedule_free runs train in the reference loop, not in a fleet")
@@ -65,6 +70,12 @@ def train_fleet(
     size = math.ceil(len(members) / shards)
     groups = [(lo, members[lo : lo + size]) for lo in range(0, len(members), size)]
 
+    resume = checkpoints.resume if checkpoints is not None else [None] * len(members)
+    # A fleet's optimizer counts its steps once for all members (the driver groups runs so).
+    steps = {c.step if c is not None else 0 for c in resume}
+    if len(steps) != 1:
+        raise ValueError(f"a fleet's members must resume at one step, got {sorted(steps)}")
+
     def train(
         offset: int, group: list[Member], report: Progress | None
     ) -> tuple[list[TrainResult], float]:
@@ -72,15 +83,30 @@ def train_fleet(
             assert heldout_loss is not None
             return heldout_loss(offset + k, model)
 
+        def save(k: int, checkpoint: Checkpoint) -> None:
+            assert checkpoints is not None
+            checkpoints.save(offset + k, checkpoint)
+
+        job = ShardJob(
+            group,
+            initial[offset : offset + len(group)],
+            resume[offset : offset + len(group)],
+            save if checkpoints is not None else None,
+            checkpoints.policy if checkpoints is not None else CheckpointPolicy(),
+            len(members),
+        )
         watch = heldout if heldout_loss is not None else None
-        models = initial[offset : offset + len(group)]
-        return train_shard(group, models, settings, device, watch, report, use_compile, stop)
+        return train_shard(job, settings, device, watch, report, use_compile, stop)
 
     # Built here, not in the shards: seeding a model's initialization uses torch's global RNG.
     initial = [build_model(settings, m.seed, dim) for m in members]
     stop = threading.Event()
     start = time.perf_counter()
-    with ThreadPoolExecutor(max(1, len(groups) - 1)) as pool, _single_threaded(device):
+    with (
+        training(),
+        ThreadPoolExecutor(max(1, len(groups) - 1)) as pool,
+        _single_threaded(device),
+    ):
         others = [pool.submit(_in_shard_thread, stop, train, lo, g, None) for lo, g in groups[1:]]
         try:
             shard_results = [train(0, groups[0][1], progress)]
@@ -99,7 +125,7 @@ def train_fleet(
     measuring = max(seconds for _, seconds in shard_results)
     training_time = (time.perf_counter() - start - measuring) / len(members)
     results = [r for shard, _ in shard_results for r in shard]
-    return [dataclasses.replace(r, training_time=training_time) for r in results]
+    return [dataclasses.replace(r, training_time=r.training_time + training_time) for r in results]
 
 
 def _in_shard_thread(
