@@ -64,8 +64,8 @@ def loop_steps_per_s(steps: int, device: str) -> float:
     return steps / result.training_time
 
 
-def fleet_steps_per_s(k: int, steps: int, device: str) -> float:
-    settings = TrainSettings(steps=steps)
+def fleet_steps_per_s(k: int, steps: int, device: str, precision: str | None = None) -> float:
+    settings = TrainSettings(steps=steps, precision=precision)
     names = ["cosine", "step", "exponential", "constant", "plateau"]
     datasets = ["circle", "dino", "line", "moons"]  # the reference sets, all 2-D
     members = [
@@ -143,6 +143,8 @@ def main() -> None:
     fleet_steps_per_s(2, 10, args.device)
     loop = loop_steps_per_s(loop_steps, args.device)
     fleet = {str(k): fleet_steps_per_s(k, fleet_steps, args.device) for k in sizes}
+    # bf16-mixed at the largest K, against float32 measured just above.
+    mixed = fleet_steps_per_s(max(sizes), fleet_steps, args.device, "bf16-mixed")
     breakdown = fleet_step_breakdown(max(sizes), args.device, 5 if args.quick else 20)
     sampling_loop, sampling_fleet = sampling_samples_per_s(SAMPLING_K, 300 if args.quick else 2000)
     threads = torch.get_num_threads()
@@ -153,6 +155,10 @@ def main() -> None:
     for name, rate in rows:
         gflops = rate * FLOP_PER_MODEL_STEP / 1e9
         print(f"{name:<12}{rate:>15.1f}{rate / loop:>9.2f}x{gflops:>10.1f}{gflops / peak:>9.0%}")
+    print(
+        f"fleet K={max(sizes)} bf16-mixed: {mixed:.1f} model-steps/s, "
+        f"{mixed / fleet[str(max(sizes))]:.2f}x float32"
+    )
     gemm_gflops = max(sizes) * FLOP_PER_MODEL_STEP / breakdown["gemm_ms"] / 1e6
     other = breakdown["total_ms"] - breakdown["gemm_ms"] - breakdown["adamw_ms"]
     print(
@@ -174,6 +180,7 @@ def main() -> None:
                     "peak_gflops": peak,
                     "loop_steps_per_s": loop,
                     "fleet_steps_per_s": fleet,
+                    "fleet_bf16_mixed_steps_per_s": {str(max(sizes)): mixed},
                     "fleet_step_breakdown_ms": {"K": max(sizes), **breakdown},
                     "sampling_k": SAMPLING_K,
                     "sampling_loop_samples_per_s": sampling_loop,

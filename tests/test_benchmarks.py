@@ -21,6 +21,7 @@ def test_engine_benchmark_quick_writes_its_json(tmp_path):
     )
     numbers = json.loads(out.read_text())
     assert set(numbers["fleet_steps_per_s"]) == {"1", "3"}
+    assert numbers["fleet_bf16_mixed_steps_per_s"]["3"] > 0
     assert all(v > 0 for v in numbers["fleet_steps_per_s"].values())
     assert numbers["loop_steps_per_s"] > 0 and numbers["peak_gflops"] > 0
     assert numbers["sampling_k"] == 16

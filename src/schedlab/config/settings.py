@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +43,11 @@ class TrainSettings(_Section):
     timesteps: int = Field(100, ge=2, description="diffusion steps T")
     beta_schedule: Literal["linear", "quadratic"] = "linear"
     dtype: Literal["float32", "float64"] = "float32"
+    precision: Literal["bf16-mixed"] | None = Field(
+        None,
+        description="bf16-mixed: bfloat16 matmuls, float32 weights, AdamW and EMA (unset: "
+        "everything in dtype)",
+    )
     diverge_factor: float | None = Field(
         None,
         gt=1,
@@ -52,6 +57,15 @@ class TrainSettings(_Section):
     curve_every: int | None = Field(
         None, gt=0, description=f"steps between held-out EMA loss points ({CURVE_EVERY})"
     )
+
+    @model_validator(mode="after")
+    def _mixed_from_float32(self) -> TrainSettings:
+        if self.precision is not None and self.dtype != "float32":
+            raise ValueError(
+                f"precision {self.precision} keeps float32 weights: dtype must be "
+                f"float32, got {self.dtype}"
+            )
+        return self
 
     @field_validator("curve_every")
     @classmethod

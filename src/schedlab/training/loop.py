@@ -59,6 +59,7 @@ def train_reference(
         with evaluation_weights(optimizer):
             return heldout_loss(copy.deepcopy(model).cpu())
 
+    mixed = settings.precision == "bf16-mixed"  # autocast: bfloat16 matmuls, float32 weights
     losses = np.empty(settings.steps, dtype=np.float64)
     lrs = np.empty(settings.steps, dtype=np.float64)
     diverged_at = None
@@ -67,7 +68,8 @@ def train_reference(
     model.train()
     start = time.perf_counter()
     for step, batch in zip(range(settings.steps), batches(data, settings, seed), strict=False):
-        loss = noise_prediction_loss(model, noise, batch.x0, batch.t, batch.eps)
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=mixed):
+            loss = noise_prediction_loss(model, noise, batch.x0, batch.t, batch.eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)

@@ -120,10 +120,18 @@ def train_shard(
     n, dim = members[0].points.shape
     dtype = settings.torch_dtype
     template = copy.deepcopy(job.initial[0])
-    fleet = FleetDenoiser(job.initial, device)
+    mixed = settings.precision == "bf16-mixed"
+    fleet = FleetDenoiser(job.initial, device, torch.bfloat16 if mixed else None)
+    # bf16-mixed: the GEMMs run on a bfloat16 copy of the weights, refreshed every step; the
+    # gradients come back to float32 for clipping, AdamW and the EMA, which stay float32.
+    bf16 = [copy.deepcopy(m).to(torch.bfloat16) for m in job.initial] if mixed else []
+    compute = FleetDenoiser(bf16, device) if mixed else fleet
+    compute_dtype = torch.bfloat16 if mixed else dtype
     optimizer = FleetAdamW(fleet.weights, fleet.grad, weight_decay=settings.weight_decay)
     ema = TensorEMA([fleet.weights], settings.ema_beta, settings.ema_every, settings.ema_warmup)
     noise = noise_schedule(settings).to(device)
+    sqrt_abar = noise.sqrt_abar.to(compute_dtype)
+    sqrt_one_minus_abar = noise.sqrt_one_minus_abar.to(compute_dtype)
     drivers = [stand_in_driver(m.lr, m.schedule, settings.steps) for m in members]
     data = torch.stack([torch.as_tensor(m.points, dtype=dtype) for m in members]).to(device)
     draws = [EpochDraws(n, dim, settings, m.seed, dtype) for m in members]
@@ -146,7 +154,7 @@ def train_shard(
     measuring = 0.0
     start = last_save = time.perf_counter()
 
-    losses_and_gradients = LossesAndGradients(fleet, use_compile)
+    losses_and_gradients = LossesAndGradients(compute, use_compile)
 
     def watched(k: int) -> Callable[[], float] | None:
         if heldout_loss is None or not drivers[k].watches_heldout:
@@ -192,6 +200,7 @@ def train_shard(
         )
         epoch_first = step - skip  # the step this epoch's first batch trains
         x_all = torch.gather(data, 1, perm.unsqueeze(-1).expand(-1, -1, dim))  # [K, n, d]
+        x_all, eps_all = x_all.to(compute_dtype), eps_all.to(compute_dtype)
         for lo, hi in bounds[skip:]:
             if step >= settings.steps:
                 break
@@ -201,13 +210,17 @@ def train_shard(
                 raise StopRequested
             if stop.is_set():
                 raise ShardStoppedError("another shard of the fleet failed")
+            if mixed:
+                compute.weights.copy_(fleet.weights)
             run_losses = losses_and_gradients(  # [K]
                 x_all[:, lo:hi],
                 t_all[:, lo:hi],
                 eps_all[:, lo:hi],
-                noise.sqrt_abar,
-                noise.sqrt_one_minus_abar,
+                sqrt_abar,
+                sqrt_one_minus_abar,
             )
+            if mixed:
+                fleet.grad.copy_(compute.grad)
             clip_coef = clip_coefficients(fleet.grad, settings.clip)  # [K]
             lr = [d.lr for d in drivers]
             values = run_losses.cpu().tolist()

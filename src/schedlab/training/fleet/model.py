@@ -91,7 +91,14 @@ class _Buffers:
 class FleetDenoiser:
     """K Denoisers' weights stacked as [K, P], trained by ``losses_and_gradients``."""
 
-    def __init__(self, models: list[Denoiser], device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        models: list[Denoiser],
+        device: str | torch.device = "cpu",
+        align: torch.dtype | None = None,
+    ) -> None:
+        """``align``: pad layers as for this (narrower) dtype, so that a float32 fleet and its
+        bfloat16 compute copy share one layout (bf16-mixed precision)."""
         if not models:
             raise ValueError("a fleet needs at least one model")
         first = models[0]
@@ -106,7 +113,7 @@ class FleetDenoiser:
         dtype = first.input.weight.dtype
         self.offsets = [0]
         for rows, cols in self.shapes:
-            self.offsets.append(self.offsets[-1] + padded(rows * cols, dtype))
+            self.offsets.append(self.offsets[-1] + padded(rows * cols, align or dtype))
         # Padding between layers stays 0 in weights, gradients, moments and the EMA.
         self.weights = torch.zeros(self.k, self.offsets[-1], dtype=dtype, device=device)
         self.grad = torch.zeros_like(self.weights)
