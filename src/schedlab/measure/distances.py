@@ -54,17 +54,27 @@ def directions(dim: int, count: int = SW_PROJECTIONS) -> np.ndarray:
     return theta / np.linalg.norm(theta, axis=0)
 
 
+def sorted_projections(points: np.ndarray, projections: int = SW_PROJECTIONS) -> np.ndarray:
+    """The points [n, d] projected on the fixed directions, each column sorted: [n, P]."""
+    points = np.asarray(points, dtype=np.float64)
+    return np.sort(points @ directions(points.shape[1], projections), axis=0)
+
+
 def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = SW_PROJECTIONS) -> float:
-    """The 2-sliced Wasserstein distance between point sets [n, d] and [m, d].
+    """The 2-sliced Wasserstein distance between point sets [n, d] and [m, d]."""
+    return sliced_wasserstein_sorted(
+        sorted_projections(a, projections), sorted_projections(b, projections)
+    )
+
+
+def sliced_wasserstein_sorted(pa: np.ndarray, pb: np.ndarray) -> float:
+    """The distance from both sets' sorted projections [n, P] and [m, P].
 
     Per direction, W2^2 = integral over u in (0, 1] of (Fa^-1(u) - Fb^-1(u))^2: both empirical
     quantile functions are steps, constant between consecutive breakpoints of {i/n} U {j/m}, so
     the integral is an exact sum over those intervals.
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    theta = directions(a.shape[1], projections)
-    pa, pb = np.sort(a @ theta, axis=0), np.sort(b @ theta, axis=0)  # [n, P], [m, P]
-    n, m = len(a), len(b)
+    n, m = len(pa), len(pb)
     u = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)  # breakpoints up to 1
     widths = np.diff(u, prepend=0.0)  # [intervals]
     # Interval (u_prev, u] lies in quantile step ceil(u n) of a and ceil(u m) of b; the
@@ -85,7 +95,10 @@ class SampleDistances:
     def __init__(self, real: np.ndarray) -> None:
         real = np.asarray(real, dtype=np.float64)
         self.dim = real.shape[1]
-        self.sw_reference = _subsample(real, SW_REFERENCE_POINTS, SUBSAMPLE_SEED)
+        # Sorted once: the reference side of every run's sliced Wasserstein distance.
+        self.sw_reference = sorted_projections(
+            _subsample(real, SW_REFERENCE_POINTS, SUBSAMPLE_SEED)
+        )
         self.mmd_reference = _subsample(real, MMD_POINTS, SUBSAMPLE_SEED)
         self.bandwidth = float(np.median(pdist(self.mmd_reference)))
         m = len(self.mmd_reference)
@@ -94,7 +107,8 @@ class SampleDistances:
         ) / (m * (m - 1))
 
     def sliced_wasserstein(self, generated: np.ndarray) -> float:
-        return sliced_wasserstein(self.sw_reference, _check(generated, self.dim))
+        generated = sorted_projections(_check(generated, self.dim))
+        return sliced_wasserstein_sorted(self.sw_reference, generated)
 
     def mmd(self, generated: np.ndarray) -> float:
         y = _subsample(_check(generated, self.dim), MMD_POINTS, SUBSAMPLE_SEED + 1)

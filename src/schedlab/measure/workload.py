@@ -50,6 +50,14 @@ class Workload:
     def distances(self) -> SampleDistances:
         return SampleDistances(self.points)
 
+    @cached_property
+    def sliced_wasserstein_floor(self) -> float:
+        return self.distances.sliced_wasserstein(self.fresh_sample)
+
+    @cached_property
+    def mmd_floor(self) -> float:
+        return self.distances.mmd(self.fresh_sample)
+
     @staticmethod
     def key(dataset: str, settings: Settings) -> tuple:
         """Settings that change a workload (not the schedule, LR or step count)."""
