@@ -1,6 +1,7 @@
 """TensorBoard and MLflow exports, read back with their own libraries."""
 
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,24 @@ def test_log_exports_need_a_folder(tiny_trained, tmp_path, fmt):
     on_file = export(study, store, fmt, tmp_path / "file")
     assert on_file.exit_code == 2 and "is a file" in on_file.stderr
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_one_run_under_two_labels_is_exported_under_each_once(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from schedlab.api import run_study
+    from schedlab.exports.to_mlflow import tracking_uri
+
+    text = (Path(__file__).parent / "fixtures" / "tiny_study.toml").read_text()
+    study = tmp_path / "alias.toml"
+    study.write_text(text.replace('name = "step"', 'name = "cosine"\nlabel = "again"'))
+    store = tmp_path / "alias.sqlite"
+    assert run_study(study, store=store).outcomes["done"] == 2  # one configuration, 2 seeds
+    first = export(study, store, "mlflow", tmp_path / "ml")
+    again = export(study, store, "mlflow", tmp_path / "ml")
+    assert "wrote 4 runs to" in first.stderr and "wrote 0 runs to" in again.stderr
+    client = MlflowClient(tracking_uri=tracking_uri(tmp_path / "ml"))
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [
+        f"moons/{label}/seed-{k}" for label in ("again", "baseline") for k in (0, 1)
+    ]

@@ -3,8 +3,8 @@ run per schedlab run, with its configuration as params, its metrics, and its cur
 metrics. Needs ``pip install 'schedlab[mlflow]'``; browse with
 ``mlflow ui --backend-store-uri sqlite:///<folder>/mlflow.db``.
 
-Exporting again adds only the runs not exported yet (tag ``schedlab.run_id``); an MLflow run
-left unfinished by a killed export is deleted and written again.
+Exporting again adds only the runs not exported yet (tag ``schedlab.run_id`` and the run's
+name); an MLflow run left unfinished by a killed export is deleted and written again.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def log_runs(client: Any, runs: Iterable[ExportedRun], folder: Path, experiment:
     count = 0
     for run in runs:
         run_id = str(run.row["run_id"])
-        if run_id in done:
+        if (run_id, run.name) in done:  # one run under two labels is exported under each
             continue
         created = client.create_run(
             experiment_id, run_name=run.name, tags={RUN_TAG: run_id, "phase": run.row["phase"]}
@@ -76,12 +76,13 @@ def log_runs(client: Any, runs: Iterable[ExportedRun], folder: Path, experiment:
     return count
 
 
-def exported(client: Any, experiment_id: str) -> set[str]:
-    """schedlab run ids already exported whole; unfinished MLflow runs are deleted."""
+def exported(client: Any, experiment_id: str) -> set[tuple[str, str]]:
+    """(schedlab run id, name) of the runs already exported whole; unfinished MLflow runs are
+    deleted."""
     done = set()
     for run in client.search_runs([experiment_id], max_results=50_000):
         if run.info.status == "FINISHED":
-            done.add(run.data.tags.get(RUN_TAG))
+            done.add((run.data.tags.get(RUN_TAG), run.info.run_name))
         else:
             client.delete_run(run.info.run_id)
     return done
