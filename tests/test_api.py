@@ -105,3 +105,18 @@ def test_run_study_takes_a_parsed_document_and_names_bad_input(tmp_path):
     with pytest.raises(ValueError, match="unknown executor 'dask'"):
         schedlab.run_study(doc, store=tmp_path / "doc.sqlite", executor="dask")
     assert not (tmp_path / "doc.sqlite").exists()
+
+
+def test_a_store_of_two_studies_asks_which(tiny_trained, tmp_path):
+    import shutil
+
+    _, store = tiny_trained
+    both = tmp_path / "both.sqlite"
+    shutil.copy(store, both)
+    doc = {"name": "other", "datasets": ["moons"], "seeds": 1, "data": {"n": 300},
+           "train": {"steps": 3, "emb_size": 8, "hidden_size": 16, "hidden_layers": 1},
+           "eval": {"samples": 20, "heldout": 50}, "schedules": [{"name": "constant"}]}  # fmt: skip
+    schedlab.run_study(doc, store=both)
+    with pytest.raises(ValueError, match=r"holds 2 studies \(other, tiny\); give study="):
+        schedlab.load_results(both)
+    assert len(schedlab.load_results(both, doc)) == 1

@@ -147,7 +147,6 @@ def _open(
 ) -> tuple[StudySpec, Store]:
     """The study and its store, opened read-only."""
     from schedlab.config.engines import check_engine
-    from schedlab.config.study import StudySpec
     from schedlab.store.store import Store, default_path
 
     check_engine(engine)
@@ -156,15 +155,23 @@ def _open(
     spec = study_spec(study) if study is not None else None
     path = Path(store) if store is not None else default_path(spec.name)  # type: ignore[union-attr]
     db = Store(path, create=False, read_only=True)
-    if spec is None:
-        names = db.study_names()
-        if len(names) != 1:
-            db.close()
-            raise ValueError(
-                f"{path} holds {len(names)} studies ({', '.join(names) or 'none'}); "
-                "give study= to choose one"
-            )
-        latest = db.latest_plan(names[0])
-        assert latest is not None
-        spec = StudySpec.model_validate(latest[1])
-    return spec, db
+    try:
+        return spec or stored_spec(db), db
+    except BaseException:
+        db.close()
+        raise
+
+
+def stored_spec(db: Store) -> StudySpec:
+    """The study a store holds, as its latest plan registered it (it must hold one study)."""
+    from schedlab.config.study import StudySpec
+
+    names = db.study_names()
+    if len(names) != 1:
+        raise ValueError(
+            f"{db.path} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+            "give study= to choose one"
+        )
+    latest = db.latest_plan(names[0])
+    assert latest is not None
+    return StudySpec.model_validate(latest[1])
