@@ -207,6 +207,11 @@ def test_a_signal_checkpoints_the_fleet_and_the_resumed_study_is_bitwise_the_sam
     with sqlite3.connect(store) as c:
         resumed = [s for (s,) in c.execute("SELECT resumed_from FROM runs")]
         assert c.execute("SELECT count(*) FROM checkpoints").fetchone() == (0,)
+        # The dropped checkpoints' pages are given back to the file system.
+        pages, free = (
+            c.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count")
+        )
+        assert free * 4 <= pages
     assert sorted(resumed) == [0] * 8 + sorted(checkpointed.values())
     assert all(step >= 10 for step in checkpointed.values())
 
@@ -247,3 +252,22 @@ def test_ctrl_c_early_in_training_is_an_interrupt_not_a_failure(tmp_path):
     with sqlite3.connect(store) as c:
         statuses = {s for (s,) in c.execute("SELECT status FROM runs")}
     assert statuses <= {"pending", "done"}  # never failed, never left running
+
+
+def test_a_store_gives_back_the_space_of_dropped_checkpoints(tmp_path):
+    from schedlab.store.store import Store
+
+    with Store(tmp_path / "s.sqlite") as db:
+        filler = b"\0" * 4_000_000
+        db.conn.execute("CREATE TABLE scratch (blob BLOB)")
+        db.conn.execute("INSERT INTO scratch VALUES (?)", (filler,))
+        db.conn.execute("DELETE FROM scratch")  # as a dropped checkpoint leaves free pages
+        assert db.conn.execute("PRAGMA freelist_count").fetchone()[0] > 900
+        db.conn.execute(
+            "INSERT INTO checkpoints VALUES ('held', 1, x'00', 0)"
+        )  # a run still holding one: nothing is vacuumed
+        assert not db.reclaim_space()
+        db.conn.execute("DELETE FROM checkpoints")
+        assert db.reclaim_space()
+        assert db.conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        assert not db.reclaim_space()  # nothing left to give back

@@ -118,6 +118,13 @@ class Driver:
         study with `[tune]` tunes first (``schedlab.tuning.search``), then trains its finals.
         A user-defined schedule is tried first: one that cannot run stops the study here."""
         check_user_schedules(study)
+        outcome = self._tune_or_train(study, executor, worker, engine, size)
+        self.store.reclaim_space()
+        return outcome
+
+    def _tune_or_train(
+        self, study: StudySpec, executor: Executor, worker: Worker, engine: str, size: int
+    ) -> StudyOutcome:
         if study.tune is not None:
             from schedlab.tuning.search import tune_study
 

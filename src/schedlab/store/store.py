@@ -299,6 +299,22 @@ class Store(StoreReads):
                 (run_id, step, state, time.time()),
             )
 
+    def reclaim_space(self) -> bool:
+        """VACUUM when over a quarter of the file is free pages (dropped checkpoints leave up to
+        a fleet's worth) and no run holds a checkpoint; False when there was nothing to
+        reclaim or another process was using the store (it is tried again after the next run)."""
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        held = self.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+        if held or free * 4 <= pages:
+            return False
+        try:
+            with self.lock:
+                self.conn.execute("VACUUM")
+        except sqlite3.OperationalError:  # another driver's transaction: not now
+            return False
+        return True
+
     def add_measurements(
         self,
         run_id: str,
