@@ -309,3 +309,18 @@ def test_train_names_a_schedule_with_its_parameters():
     assert result.exit_code == 0, result.output
     params = json.loads(result.stdout)["params"]
     assert (params["t_0"], params["t_mult"]) == (2, 2)
+
+
+def test_a_log_gets_a_progress_line_with_the_time_left(tmp_path, monkeypatch):
+    monkeypatch.setattr("schedlab.cli.progress.PROGRESS_LINE_S", 0.0)
+    study = tmp_path / "longer.toml"
+    tiny = (Path(__file__).parent / "fixtures" / "tiny_study.toml").read_text()
+    study.write_text(tiny.replace("steps = 5", "steps = 150"))
+    result = runner.invoke(app, ["run", str(study), "--store", str(tmp_path / "s.sqlite")])
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.stderr.splitlines() if ": step " in line]
+    pattern = (
+        r"\d\d:\d\d:\d\d fleet of 4 runs: step (100|150) of 150, loss [\d.]+, "
+        r"max lr [\d.e+-]+, \d+ s left in training"
+    )
+    assert steps and all(re.fullmatch(pattern, line) for line in steps), steps

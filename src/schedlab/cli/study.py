@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -28,6 +25,7 @@ from schedlab.cli.options import (
     StudyArg,
     ThreadsOption,
 )
+from schedlab.cli.progress import progress_display
 from schedlab.results import plan_records
 from schedlab.store.status import COLOURS, RunStatus
 from schedlab.store.store import Store, default_path
@@ -168,62 +166,6 @@ def run(
     report_outcome(summary, path)
     if summary.outcomes[RunStatus.FAILED]:
         raise typer.Exit(1)
-
-
-@contextmanager
-def progress_display(
-    steps: int, follow_steps: bool
-) -> Iterator[tuple[Events, Callable[[int, float, float], None] | None, Any]]:
-    """(events, per-step callback, the live bar) for `run`: bars on a terminal; elsewhere (a
-    batch job's log) one timestamped line when a fleet starts and one per finished run."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from schedlab.execute.driver import Events, describe
-
-    if not err.is_terminal:
-
-        def line(text: str) -> None:
-            err.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, highlight=False)
-
-        yield (
-            Events(
-                lambda what, done, total: line(f"{what}: started ({done} of {total} runs done)"),
-                lambda run, status: line(
-                    f"{describe(run)} (lr {run.settings.train.lr:.3g}): {status}"
-                ),
-            ),
-            None,
-            None,
-        )
-        return
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-    ) as bar:
-        overall = bar.add_task("runs", total=None, info="")
-        # Steps are followed in this process only: a Ray task reports when its fleet is done.
-        current = bar.add_task("run", total=steps, info="", visible=follow_steps)
-
-        def started(description: str, done: int, total: int) -> None:
-            bar.update(overall, total=total, completed=done)
-            bar.update(current, completed=0, description=description, info="")
-
-        def step(n: int, loss: float, lr: float) -> None:
-            bar.update(current, completed=n, info=f"loss {loss:.4f} lr {lr:.2e}")
-
-        yield Events(started, lambda run, status: bar.advance(overall)), step, bar
 
 
 def on_ray(
