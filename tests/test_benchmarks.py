@@ -1,4 +1,4 @@
-"""The engine benchmark runs and writes the numbers its JSON promises."""
+"""Each benchmark runs (--quick) and writes the numbers its JSON promises."""
 
 import json
 import subprocess
@@ -10,16 +10,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_engine_benchmark_quick_writes_its_json(tmp_path):
-    out = tmp_path / "engine.json"
-    script = str(ROOT / "benchmarks" / "engine.py")
+def quick_numbers(tmp_path: Path, name: str, *args: str) -> dict:
+    """Run ``benchmarks/<name>.py --quick`` and read back the JSON it wrote."""
+    out = tmp_path / f"{name}.json"
+    script = str(ROOT / "benchmarks" / f"{name}.py")
     subprocess.run(
-        [sys.executable, script, "--quick", "--sizes", "1,3", "--json", str(out)],
+        [sys.executable, script, "--quick", *args, "--json", str(out)],
         check=True,
         capture_output=True,
     )
-    numbers = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_engine_benchmark_quick_writes_its_json(tmp_path):
+    numbers = quick_numbers(tmp_path, "engine", "--sizes", "1,3")
     assert set(numbers["fleet_steps_per_s"]) == {"1", "3"}
     assert numbers["fleet_bf16_mixed_steps_per_s"]["3"] > 0
     assert all(v > 0 for v in numbers["fleet_steps_per_s"].values())
@@ -35,10 +40,7 @@ def test_engine_benchmark_quick_writes_its_json(tmp_path):
 
 @pytest.mark.slow
 def test_scaleout_benchmark_quick_writes_its_json(tmp_path):
-    out = tmp_path / "scaleout.json"
-    script = str(ROOT / "benchmarks" / "scaleout.py")
-    subprocess.run([sys.executable, script, "--quick", "--json", str(out)], check=True)
-    numbers = json.loads(out.read_text())
+    numbers = quick_numbers(tmp_path, "scaleout")
     for key, nodes in (("one_node", 1), ("two_nodes", 2)):
         row = numbers[key]
         assert row["nodes"] == nodes and row["runs_done"] == 8
@@ -51,10 +53,7 @@ def test_scaleout_benchmark_quick_writes_its_json(tmp_path):
 
 @pytest.mark.slow
 def test_threads_benchmark_quick_writes_its_json(tmp_path):
-    out = tmp_path / "threads.json"
-    script = str(ROOT / "benchmarks" / "threads.py")
-    subprocess.run([sys.executable, script, "--quick", "--json", str(out)], check=True)
-    numbers = json.loads(out.read_text())
+    numbers = quick_numbers(tmp_path, "threads")
     assert numbers["default_threads"] >= 1
     for load in ("idle", "competing"):
         assert numbers[f"{load}_default_s"] > 0 and numbers[f"{load}_one_s"] > 0
@@ -65,10 +64,7 @@ def test_threads_benchmark_quick_writes_its_json(tmp_path):
 
 @pytest.mark.slow
 def test_checkpoints_benchmark_quick_writes_its_json(tmp_path):
-    out = tmp_path / "checkpoints.json"
-    script = str(ROOT / "benchmarks" / "checkpoints.py")
-    subprocess.run([sys.executable, script, "--quick", "--json", str(out)], check=True)
-    numbers = json.loads(out.read_text())
+    numbers = quick_numbers(tmp_path, "checkpoints")
     assert numbers["K"] == 4 and numbers["steps"] == 60
     assert numbers["plain_steps_per_s"] > 0 and numbers["every_steps_per_s"] > 0
     # One run's checkpoint: weights, two AdamW moments and the EMA, float32, and its curves.

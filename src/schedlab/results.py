@@ -120,6 +120,18 @@ def row_of(
 CURVE_KEYS = ("run_id", "phase", "trial", "dataset", "schedule", "seed", "status")
 
 
+def stored_curves(
+    db: Store, row: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A row's run's training loss and LR per step and its held-out curve ([m, 2] of steps and
+    losses; empty when none was recorded), or None when it has no curves (not trained)."""
+    stored = db.curves(row["run_id"]) if row["run_id"] else None
+    if stored is None:
+        return None
+    heldout = db.heldout_curves([row["run_id"]]).get(row["run_id"], np.empty((0, 2)))
+    return (*stored, heldout)
+
+
 def curve_columns(rows: list[dict[str, Any]], db: Store) -> dict[str, np.ndarray]:
     """Per-step curves of every trained run among ``rows`` (from ``export_rows``), in long
     format: the run's ``CURVE_KEYS``, then ``step`` (1-based), the training ``loss``, the
@@ -128,17 +140,15 @@ def curve_columns(rows: list[dict[str, Any]], db: Store) -> dict[str, np.ndarray
         key: [] for key in (*CURVE_KEYS, "step", "loss", "lr", "heldout")
     }
     for row in rows:
-        stored = db.curves(row["run_id"]) if row["run_id"] else None
+        stored = stored_curves(db, row)
         if stored is None:
             continue
-        loss, lr = stored
+        loss, lr, measured = stored
         steps = np.arange(1, len(loss) + 1)
         heldout = np.full(len(loss), np.nan)
-        measured = db.heldout_curves([row["run_id"]]).get(row["run_id"])
-        if measured is not None and len(measured):
-            at = measured[:, 0].astype(int)
-            inside = at <= len(loss)
-            heldout[at[inside] - 1] = measured[inside, 1]
+        at = measured[:, 0].astype(int)
+        inside = at <= len(loss)
+        heldout[at[inside] - 1] = measured[inside, 1]
         for key in CURVE_KEYS:
             parts[key].append(np.full(len(loss), row[key], dtype=object))
         parts["step"].append(steps)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from schedlab.results import stored_curves
 from schedlab.store.status import RunStatus
 
 if TYPE_CHECKING:
@@ -46,13 +47,11 @@ def trained_runs(
     for row in rows:
         if row["status"] not in (RunStatus.DONE, RunStatus.DIVERGED) or not row["run_id"]:
             continue
-        stored = db.curves(row["run_id"])
-        if stored is None:
-            continue
-        heldout = db.heldout_curves([row["run_id"]]).get(row["run_id"], np.empty((0, 2)))
-        yield ExportedRun(
-            row, hparams_of(row, metric_keys), metrics_of(row, metric_keys), *stored, heldout
-        )
+        stored = stored_curves(db, row)
+        if stored is not None:
+            yield ExportedRun(
+                row, hparams_of(row, metric_keys), metrics_of(row, metric_keys), *stored
+            )
 
 
 def hparams_of(row: dict[str, Any], metric_keys: list[str]) -> dict[str, Any]:
