@@ -26,6 +26,7 @@ bench: setup
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/threads.py
 	$(BIN)/python benchmarks/checkpoints.py
+	$(BIN)/python benchmarks/posthoc.py
 
 test: setup
 	$(BIN)/ruff check .

@@ -70,3 +70,15 @@ def test_checkpoints_benchmark_quick_writes_its_json(tmp_path):
     # One run's checkpoint: weights, two AdamW moments and the EMA, float32, and its curves.
     weights = 4 * 4 * 296_450
     assert weights < numbers["checkpoint_bytes_per_run"] < weights * 1.05
+
+
+@pytest.mark.slow
+def test_posthoc_benchmark_quick_writes_its_json(tmp_path):
+    numbers = quick_numbers(tmp_path, "posthoc")
+    assert numbers["K"] == 4 and numbers["steps"] == 60
+    assert numbers["snapshots_per_run"] == 2 * 16
+    assert min(numbers["plain_steps_per_s"], numbers["tracked_steps_per_s"]) > 0
+    # 32 float32 snapshots of the small model (16-wide embeddings, 2 blocks of 32), barely
+    # compressed.
+    weights = 32 * 4 * 3_746
+    assert weights * 0.85 < numbers["snapshot_bytes_per_run"] < weights * 1.05

@@ -154,7 +154,8 @@ def straight_through(tmp_path_factory):
 
 
 def contents(store: Path) -> dict[tuple, object]:
-    """Every number a run produced (curves, weights, samples, measurements but times)."""
+    """Every number a run produced (curves, weights, post-hoc EMA snapshots, samples,
+    measurements but times)."""
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as c:
         out: dict[tuple, object] = {}
         for run_id, *blobs in c.execute("SELECT run_id, loss, lr, heldout FROM curves"):
@@ -163,6 +164,8 @@ def contents(store: Path) -> dict[tuple, object]:
             out["weights", run_id] = blobs
         for run_id, skey, points in c.execute("SELECT run_id, skey, points FROM samples"):
             out["samples", run_id, skey] = points
+        for run_id, std, step, weights in c.execute("SELECT * FROM snapshots"):
+            out["snapshot", run_id, std, step] = weights
         marks = ",".join("?" * len(TIMES))
         query = (
             f"SELECT run_id, metric, mkey, value FROM measurements WHERE metric NOT IN ({marks})"
@@ -206,6 +209,8 @@ def test_a_signal_checkpoints_the_fleet_and_the_resumed_study_is_bitwise_the_sam
     assert len(checkpointed) == 4  # the fleet in flight
     subprocess.run(run_command(store), check=True, capture_output=True, timeout=600)
     assert contents(store) == contents(straight_through)
+    # 12 runs x 2 tracked EMAs x 8 snapshots, those before the signal written at checkpoints
+    assert sum(key[0] == "snapshot" for key in contents(store)) == 12 * 2 * 8
     with sqlite3.connect(store) as c:
         resumed = [s for (s,) in c.execute("SELECT resumed_from FROM runs")]
         assert c.execute("SELECT count(*) FROM checkpoints").fetchone() == (0,)

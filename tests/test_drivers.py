@@ -180,9 +180,11 @@ def migrated(tmp_path, schema):
     assert result.exit_code == 0, result.output
     assert "4 runs planned, 4 already finished; this run: nothing" in result.stderr
     con = sqlite3.connect(store)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
     assert con.execute("SELECT count(*) FROM trials").fetchone() == (0,)  # schema 4's table
     assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (0,)  # schema 5
+    assert con.execute("SELECT count(*) FROM snapshots").fetchone() == (0,)  # schema 6
+    assert con.execute("SELECT count(*) FROM ema_sweep").fetchone() == (0,)
     con.close()
     return store, study
 
@@ -230,9 +232,10 @@ def test_a_store_of_schema_2_is_kept_and_says_it_has_no_heldout_curves(tmp_path)
     [
         (3, "phase", {"final"}),  # made by the release before tuning
         (4, "resumed_from_step", {""}),  # before checkpoints: not recorded
+        (5, "resumed_from_step", {"0"}),  # made by the release before post-hoc EMA
     ],
 )
-def test_a_store_of_schema_3_or_4_gains_the_new_tables_and_keeps_its_runs(
+def test_a_store_of_schema_3_4_or_5_gains_the_new_tables_and_keeps_its_runs(
     tmp_path, schema, column, values
 ):
     store, study = migrated(tmp_path, schema)

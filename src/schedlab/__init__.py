@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["get_scheduler", "load_curves", "load_results", "run_study"]
+__all__ = ["get_scheduler", "load_curves", "load_ema_sweep", "load_results", "run_study"]
 
 
 def __getattr__(name: str) -> Any:

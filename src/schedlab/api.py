@@ -126,6 +126,26 @@ def load_curves(
     return frame
 
 
+def load_ema_sweep(
+    store: str | os.PathLike[str] | None = None,
+    study: str | os.PathLike[str] | StudySpec | Mapping[str, Any] | None = None,
+    engine: str = "fleet",
+) -> pd.DataFrame:
+    """The post-hoc EMA sweep (`schedlab measure --ema-sweep`), with the columns of `schedlab
+    export --what ema-sweep`: run_id, dataset, schedule, seed, ema_std and every metric a sweep
+    can measure (NaN where not measured)."""
+    import pandas as pd
+
+    from schedlab.measure.registry import averaged
+    from schedlab.results import sweep_rows
+
+    spec, db = _open(store, study, engine)
+    with db:
+        rows = sweep_rows(spec, db, engine)
+    keys = ["run_id", "dataset", "schedule", "seed", "ema_std", *(m.key for m in averaged())]
+    return pd.DataFrame(rows, columns=keys).astype({m.key: "float64" for m in averaged()})
+
+
 def get_scheduler(name: str, optimizer: Optimizer, steps: int, **params: Any) -> LRDriver:
     """The schedule ``name`` (any of `schedlab schedules`, warm-up parameters included) over
     ``steps`` optimizer steps of ``optimizer``, as schedlab trains with it.

@@ -2,7 +2,8 @@
 
 A run's *training identity* hashes everything that determines its weights: the dataset and its
 dimension, the data and training settings, the schedule with its resolved parameters, the
-seed, the engine and schedlab's numeric version. The label does not count (two labels for one
+seed, the engine and schedlab's numeric version, and (when a study turns it on) the post-hoc
+EMA snapshots it keeps. The label does not count (two labels for one
 configuration are one run), and neither does any eval setting: measurements are keyed apart
 (``schedlab.measure.registry``), so changing how a run is measured never retrains it.
 Nothing here imports torch.
@@ -52,7 +53,10 @@ class RunSpec:
             # it for a mixture are the same runs as digits alone.
             data_settings.pop("dim", None)
         source = self.schedule.definition.source_hash
+        posthoc = self.settings.ema
         return {
+            # Post-hoc EMA's snapshots are part of what training leaves (absent when off).
+            **({"posthoc": posthoc.model_dump(mode="json")} if posthoc.posthoc else {}),
             # A user schedule's module source (absent for schedlab's own: their ids stay).
             **({"schedule_source": source} if source is not None else {}),
             "dataset": self.dataset,
@@ -120,9 +124,10 @@ def unique(runs: list[RunSpec]) -> list[RunSpec]:
 
 def fleet_key(run: RunSpec) -> tuple:
     """Runs that agree on this can train as one fleet: the same engine, data dimension and
-    size, and training settings (the base LR may differ per member)."""
+    size, training settings (the base LR may differ per member) and post-hoc EMA tracking."""
     train = run.settings.train.model_dump(exclude={"lr"})
-    return (run.engine, run.dim, run.settings.data.n, tuple(sorted(train.items())))
+    posthoc = run.settings.ema.model_dump_json()
+    return (run.engine, run.dim, run.settings.data.n, tuple(sorted(train.items())), posthoc)
 
 
 def fleets(

@@ -159,3 +159,37 @@ def curve_columns(rows: list[dict[str, Any]], db: Store) -> dict[str, np.ndarray
         key: np.concatenate(values) if values else np.array([], dtype=object)
         for key, values in parts.items()
     }
+
+
+def sweep_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]:
+    """The post-hoc EMA sweep: one row per planned run and EMA length it was measured at
+    (``run_id, dataset, schedule, seed, ema_std``, then every metric a sweep can measure, under
+    the study's eval settings; empty where not measured)."""
+    from schedlab.measure.registry import averaged
+
+    metrics = {m.key: m.key_for(spec.eval) for m in averaged()}
+    planned = [
+        (label, dataset, seed, record)
+        for label, dataset, seed, _, record in plan_records(spec, db, engine)
+        if record is not None
+    ]
+    values: dict[tuple[str, float], dict[str, float]] = {}
+    for run_id, std, metric, mkey, value in db.sweep({r.run_id for *_, r in planned}):
+        if metrics.get(metric) == mkey:
+            values.setdefault((run_id, std), {})[metric] = value
+    rows = []
+    for label, dataset, seed, record in planned:
+        for std in sorted(s for run_id, s in values if run_id == record.run_id):
+            measured = values[(record.run_id, std)]
+            row: dict[str, Any] = {
+                "run_id": record.run_id,
+                "dataset": dataset,
+                "schedule": label,
+                "seed": seed,
+                "ema_std": std,
+            }
+            for key in metrics:
+                value = measured.get(key, math.nan)
+                row[key] = value if math.isfinite(value) else None
+            rows.append(row)
+    return rows

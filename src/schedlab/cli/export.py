@@ -17,10 +17,11 @@ from schedlab.cli.common import app, err, fail, one_line_errors
 from schedlab.cli.options import EngineOption, StoreOption, StudyArg
 from schedlab.cli.study import load, store_path
 from schedlab.files import atomic_file
-from schedlab.results import export_rows
+from schedlab.results import export_rows, sweep_rows
 from schedlab.store.store import Store
 
 FORMATS = ("csv", "parquet", "tensorboard", "mlflow")
+WHAT = ("runs", "ema-sweep")
 
 
 @app.command()
@@ -39,17 +40,30 @@ def export(
     ] = "csv",
     store: StoreOption = None,
     engine: EngineOption = "fleet",
+    what: Annotated[
+        str,
+        typer.Option(
+            "--what",
+            metavar="[" + "|".join(WHAT) + "]",
+            help="runs, or the post-hoc EMA sweep: one row per run and EMA length (csv, parquet)",
+        ),
+    ] = "runs",
 ) -> None:
     """Write one row per run (metrics by their `train --json` keys, and the settings), or every
-    trained run's curves, configuration and metrics as TensorBoard logs or an MLflow database."""
+    trained run's curves, configuration and metrics as TensorBoard logs or an MLflow database,
+    or (--what ema-sweep) one row per run and post-hoc EMA length measured."""
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    if what not in WHAT:
+        fail(f"unknown --what {what!r}; valid: {', '.join(WHAT)}")
+    if what == "ema-sweep" and fmt not in ("csv", "parquet"):
+        fail(f"--what ema-sweep writes csv or parquet, not {fmt}")
     spec = load(study, engine)
     to_stdout = str(out_path) == "-"
     if to_stdout and fmt != "csv":
         raise ValueError(f"--out - writes CSV to stdout; {fmt} needs a file or folder")
     with Store(store_path(spec, store), create=False, read_only=True) as db:
-        rows = export_rows(spec, db, engine)
+        rows = export_rows(spec, db, engine) if what == "runs" else sweep_rows(spec, db, engine)
         if fmt in ("tensorboard", "mlflow"):
             written = write_logs(fmt, rows, db, out_path, spec.name)
             err.print(f"wrote {written} runs to {out_path}", markup=False, highlight=False)

@@ -114,6 +114,8 @@ def run(
     spec = load(study, engine)
     path = store_path(spec, store)
     use_threads(threads)
+    if spec.ema.posthoc:
+        err.print(posthoc_size_line(spec, engine), markup=False, highlight=False)
     # Ctrl-C, and SIGTERM (how SLURM and Kubernetes stop jobs): fleets stop at their next step
     # and checkpoint; a second signal, or one outside training, stops at once.
     with (
@@ -168,6 +170,32 @@ def run(
         raise typer.Exit(1)
 
 
+def posthoc_size_line(spec: StudySpec, engine: str) -> str:
+    """What post-hoc EMA snapshots add to the store: per run, and for the study's runs."""
+    from schedlab.averaging.profiles import snapshot_steps
+    from schedlab.model.denoiser import Denoiser, parameter_count
+    from schedlab.plan import expand, unique
+
+    t, ema = spec.train, spec.ema
+    runs = unique(expand(spec, engine))
+    count = len(ema.stds) * len(snapshot_steps(t.steps, ema.snapshots))
+    itemsize = 8 if t.dtype == "float64" else 4
+    sizes = {
+        dim: parameter_count(Denoiser(t.emb_size, t.hidden_size, t.hidden_layers, dim)) * itemsize
+        for dim in {run.dim for run in runs}
+    }
+    total = sum(count * sizes[run.dim] for run in runs)
+    per_run = ", ".join(size_text(count * size) for size in sorted(set(sizes.values())))
+    return (
+        f"post-hoc EMA: {count} snapshots a run ({len(ema.stds)} EMAs x {count // len(ema.stds)})"
+        f" add {per_run} a run to the store, {size_text(total)} for the study's {len(runs)} runs"
+    )
+
+
+def size_text(size: float) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
+
+
 def on_ray(
     spec: StudySpec,
     db: Store,
@@ -206,37 +234,74 @@ def measure(
         bool,
         typer.Option("--dry-run", help="list what would be measured; open the store read-only"),
     ] = False,
+    ema_sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--ema-sweep",
+            metavar="STDS",
+            help="also measure each run's post-hoc EMAs of these relative stds, e.g. "
+            "0.01,0.05,0.1 (needs [ema] posthoc = true)",
+        ),
+    ] = None,
+    ema_metrics: Annotated[
+        str,
+        typer.Option(
+            "--ema-metrics",
+            metavar="METRICS",
+            help="what --ema-sweep measures: eval_loss_heldout_ema, kl_divergence, "
+            "sliced_wasserstein, mmd, log_density",
+        ),
+    ] = "eval_loss_heldout_ema",
 ) -> None:
     """Measure finished runs again from their stored weights (new metrics, new eval
-    settings); trains nothing."""
+    settings) and, with --ema-sweep, their post-hoc EMAs; trains nothing."""
     from schedlab.execute.driver import describe, missing_metrics
     from schedlab.execute.local import measure_study
+    from schedlab.execute.sweep import parse_metrics, parse_stds, sweep_study, sweep_todo
     from schedlab.plan import unique
     from schedlab.threads import use_threads
     from schedlab.tuning.trials import planned_runs
 
     spec = load(study, engine)
     path = store_path(spec, store)
+    stds = parse_stds(ema_sweep) if ema_sweep is not None else None
+    sweep_metrics = parse_metrics(ema_metrics)
     if dry_run:
         with Store(path, create=False, read_only=True) as db:
             runs = unique(planned_runs(spec, engine, db))
             todo = [(run, missing_metrics(db, run)) for run in runs]
+            sweeps = sweep_todo(spec, db, engine, stds, sweep_metrics) if stds else []
         todo = [(run, metrics) for run, metrics in todo if metrics]
         for run, metrics in todo:
             print(f"{describe(run)}: {', '.join(m.key for m in metrics)}")
-        err.print(f"{len(todo)} runs would be measured; nothing written. Store: {path}")
+        for run, pairs in sweeps:
+            print(f"{describe(run)}: {len(pairs)} post-hoc EMA values")
+        swept = f", {len(sweeps)} runs' post-hoc EMAs" if stds else ""
+        err.print(f"{len(todo)} runs would be measured{swept}; nothing written. Store: {path}")
         return
     use_threads()
     with Store(path, create=False) as db:
         summary = measure_study(spec, db, engine)
+        swept = (
+            sweep_study(spec, db, stds, sweep_metrics, engine, sweep_progress)
+            if stds is not None
+            else None
+        )
         unfinished = sum(
             state not in (RunStatus.DONE, RunStatus.DIVERGED)
             for *_, state, _ in plan_records(spec, db, engine)
         )
-    for note in summary.notes:
+    for note in summary.notes + (swept.notes if swept else []):
         err.print(f"note: {note}", markup=False)
     later = f"; {unfinished} planned runs not trained yet (`schedlab run`)" if unfinished else ""
-    err.print(f"{summary.measured} runs measured{later}. Store: {path}")
+    sweep = ""
+    if swept is not None:
+        sweep = f"; post-hoc EMAs of {swept.runs} runs measured ({swept.values} values)"
+    err.print(f"{summary.measured} runs measured{sweep}{later}. Store: {path}")
+
+
+def sweep_progress(done: int, total: int) -> None:
+    err.print(f"post-hoc EMA sweep: {done} of {total} runs", markup=False, highlight=False)
 
 
 @app.command()

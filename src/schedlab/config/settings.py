@@ -118,7 +118,33 @@ class TargetSettings(_Section):
         return value
 
 
+class PosthocSettings(_Section):
+    """`[ema]`: post-hoc EMA. Each run tracks power-function EMAs of these relative stds and
+    stores snapshots of them, from which `measure --ema-sweep` forms an EMA of any length."""
+
+    posthoc: bool = Field(False, description="track EMAs and store snapshots for --ema-sweep")
+    snapshots: int = Field(16, gt=0, le=1000, description="snapshots stored per tracked EMA")
+    stds: list[float] = Field(
+        default_factory=lambda: [0.05, 0.10],
+        min_length=1,
+        max_length=8,
+        description="relative stds of the tracked EMAs (EDM2's sigma_rel)",
+    )
+
+    @field_validator("stds")
+    @classmethod
+    def _valid_stds(cls, value: list[float]) -> list[float]:
+        from schedlab.averaging.profiles import gamma_of
+
+        for std in value:
+            gamma_of(std)
+        if len(set(value)) != len(value):
+            raise ValueError(f"stds must be distinct, got {value}")
+        return value
+
+
 class Settings(_Section):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
+    ema: PosthocSettings = PosthocSettings()

@@ -13,6 +13,7 @@ from schedlab.config.presets import study_source
 from schedlab.config.settings import (
     DataSettings,
     EvalSettings,
+    PosthocSettings,
     Settings,
     TargetSettings,
     TrainSettings,
@@ -76,6 +77,7 @@ class StudySpec(BaseModel):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
+    ema: PosthocSettings = PosthocSettings()
     target: TargetSettings = TargetSettings()
     tune: TuneSettings | None = None
     schedules: list[ScheduleEntry] = Field(min_length=1)
@@ -184,7 +186,7 @@ class StudySpec(BaseModel):
 
     def settings_for(self, entry: ScheduleEntry) -> Settings:
         train = self.train if entry.lr is None else self.train.model_copy(update={"lr": entry.lr})
-        return Settings(data=self.data, train=train, eval=self.eval)
+        return Settings(data=self.data, train=train, eval=self.eval, ema=self.ema)
 
 
 def default_baseline(labels: list[str]) -> str:

@@ -6,6 +6,7 @@ Ray start over when interrupted (their finished runs are kept, as always).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from schedlab.plan import RunSpec
@@ -27,8 +28,16 @@ class StoreCheckpoints:
         if len({c.step if c is not None else 0 for c in resume}) > 1:
             note = "its fleet's checkpoints were at different steps: trained from the start"
             resume = [None] * len(fleet)
+        resume = [
+            c and dataclasses.replace(c, snapshots=tuple(self.store.snapshots(run.run_id, c.step)))
+            for run, c in zip(fleet, resume, strict=True)
+        ]
+        # (std, step) of the snapshots each member has in the store: written once.
+        stored = [{(s.std, s.step) for s in c.snapshots} if c else set() for c in resume]
 
         def save(k: int, checkpoint: Checkpoint) -> None:
-            self.store.save_checkpoint(fleet[k].run_id, checkpoint.step, checkpoint.to_bytes())
+            new = [s for s in checkpoint.snapshots if (s.std, s.step) not in stored[k]]
+            self.store.save_checkpoint(fleet[k].run_id, checkpoint.step, checkpoint.to_bytes(), new)
+            stored[k].update((s.std, s.step) for s in new)
 
         return Checkpoints(resume, save, self.policy), note

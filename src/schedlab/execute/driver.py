@@ -65,7 +65,7 @@ def software_versions() -> dict[str, str]:
 
 def planned(run: RunSpec) -> PlannedRun:
     identity = run.identity()
-    settings = {"data": identity["data"], "train": identity["train"]}
+    settings = {key: identity[key] for key in ("data", "train", "posthoc") if key in identity}
     return PlannedRun(
         run.run_id,
         run.label,

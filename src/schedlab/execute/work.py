@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
 from schedlab.execute.base import RunOutcome
 from schedlab.execute.checkpoints import StoreCheckpoints
@@ -87,6 +88,7 @@ class Worker:
                 self.progress,
                 self.use_compile,
                 checkpoints,
+                posthoc_plan(fleet[0].settings),
             )
         except Exception as err:  # recorded for each run of the fleet; the study goes on
             for run in fleet:
@@ -162,6 +164,7 @@ class Worker:
             diverged_at=result.diverged_at,
             notes=tuple(notes),
             resumed_from=result.resumed_from,
+            snapshots=() if diverged else tuple(result.snapshots),
         )
 
     def measure_stored(
@@ -185,6 +188,12 @@ class Worker:
         t = run.settings.train
         model = Denoiser(t.emb_size, t.hidden_size, t.hidden_layers, run.dim).to(t.torch_dtype)
         return load_weights_vector(model, vector)
+
+
+def posthoc_plan(settings: Settings) -> PosthocPlan | None:
+    """What post-hoc EMA tracking a run's settings ask for (None: none)."""
+    ema = settings.ema
+    return PosthocPlan.of(ema.stds, ema.snapshots, settings.train.steps) if ema.posthoc else None
 
 
 def measured_metrics(run: RunSpec) -> list[Metric]:

@@ -57,6 +57,8 @@ class Metric:
     applies: Callable[[str], bool] = lambda _: True
     # Derived when a study is read (it needs the study's target), never stored.
     derived: bool = False
+    # It scores the EMA weights (or their samples): a post-hoc EMA sweep can measure it.
+    averaged: bool = False
 
     def key_for(self, settings: EvalSettings) -> str:
         """The measurement key of this metric under ``settings``."""
@@ -122,6 +124,7 @@ register(
         description=(
             "kNN estimate (k = 5, Chebyshev) of KL(real || generated), real = the training set"
         ),
+        averaged=True,
     )
 )
 
@@ -141,6 +144,7 @@ register(
             "2-sliced Wasserstein distance to a fixed 20,000-point subsample of the training set, "
             "over 256 fixed directions"
         ),
+        averaged=True,
     )
 )
 register(
@@ -159,6 +163,7 @@ register(
             "unbiased MMD^2, Gaussian kernel with a bandwidth fixed per dataset, 2,000 points a "
             "side"
         ),
+        averaged=True,
     )
 )
 register(
@@ -209,6 +214,7 @@ register(
         lambda ctx: ctx.heldout_loss(ema=True),
         paired=True,
         description="the held-out loss with the EMA weights (the weights that sample)",
+        averaged=True,
     )
 )
 
@@ -312,6 +318,7 @@ register(
             "mean log-density of the samples under the dataset's true density (datasets with a "
             "known density)"
         ),
+        averaged=True,
     )
 )
 register(
@@ -364,6 +371,11 @@ register(
         description="steps to target at the run's measured step rate (training time / steps)",
     )
 )
+
+
+def averaged() -> list[Metric]:
+    """The metrics a post-hoc EMA sweep can measure, in registry order."""
+    return [m for m in METRICS.values() if m.averaged]
 
 
 def measurement_keys(settings: EvalSettings) -> dict[str, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from schedlab.files import atomic_dir
 from schedlab.report import html
 from schedlab.report.data import PlannedStudy, StudyView, load_study_view
+from schedlab.report.ema_sweep import sweep_section
 from schedlab.report.figures import FIGURES
 from schedlab.report.tables import (
     latex,
@@ -95,6 +96,7 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
         html.status_section(view),
         html.kl_section(view, rows),
         html.paired_section(view, paired),
+        sweep_section(view, store, out_dir),
         tuning_section(view),
         html.ranking_section(
             ranks, profile, ranks_by_metric(view.labels, rows), profiles_by_metric(view, rows)

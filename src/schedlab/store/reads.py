@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from schedlab.averaging.plan import Snapshot
 from schedlab.store.arrays import decode_array
 from schedlab.store.records import RunRecord
 from schedlab.store.status import shown_status
@@ -163,3 +164,35 @@ class StoreReads:
             "SELECT raw, ema FROM weights WHERE run_id = ?", (run_id,)
         ).fetchone()
         return (decode_array(row[0]), decode_array(row[1])) if row else None
+
+    def snapshots(self, run_id: str, up_to: int | None = None) -> list[Snapshot]:
+        """A run's post-hoc EMA snapshots (taken after at most ``up_to`` steps), by std, step."""
+        rows = self.conn.execute(
+            "SELECT std, step, weights FROM snapshots WHERE run_id = ? AND step <= ? "
+            "ORDER BY std, step",
+            (run_id, up_to if up_to is not None else 2**62),
+        ).fetchall()
+        return [Snapshot(std, step, decode_array(blob)) for std, step, blob in rows]
+
+    def snapshot_counts(self, run_ids: Iterable[str]) -> dict[str, int]:
+        """run id -> how many post-hoc EMA snapshots it has (runs with none left out)."""
+        ids = list(run_ids)
+        marks = ", ".join("?" * len(ids))
+        return dict(
+            self.conn.execute(
+                f"SELECT run_id, count(*) FROM snapshots WHERE run_id IN ({marks}) GROUP BY run_id",
+                ids,
+            ).fetchall()
+        )
+
+    def sweep(self, run_ids: Iterable[str]) -> list[tuple[str, float, str, str, float]]:
+        """Post-hoc EMA measurements: (run id, EMA std, metric, measurement key, value; NaN
+        when it could not be measured)."""
+        ids = list(run_ids)
+        marks = ", ".join("?" * len(ids))
+        rows = self.conn.execute(
+            f"SELECT run_id, ema_std, metric, mkey, value FROM ema_sweep WHERE run_id IN ({marks}) "
+            "ORDER BY run_id, ema_std",
+            ids,
+        ).fetchall()
+        return [(r, std, m, k, v if v is not None else float("nan")) for r, std, m, k, v in rows]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from schedlab.averaging.plan import Snapshot
 from schedlab.store.status import RunStatus
 
 
@@ -62,3 +63,4 @@ class Commit:
     diverged_at: int | None = None
     notes: tuple[str, ...] = ()  # stored as the run's error text, joined by '; '
     resumed_from: int = 0  # the step it resumed at from a checkpoint (0: from scratch)
+    snapshots: tuple[Snapshot, ...] = ()  # post-hoc EMA snapshots (done runs that track them)

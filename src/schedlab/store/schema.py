@@ -1,4 +1,4 @@
-"""The store's tables (schema 5) and the migrations from schemas 1 (schedlab 0.1), 2, 3 and 4.
+"""The store's tables (schema 6) and the migrations from schemas 1 (schedlab 0.1) to 5.
 
 Schema 2 separated a run's training (``runs``, ``curves``, ``weights``: keyed by the training
 identity) from its measurements (``measurements``, ``samples``: keyed by the run and a
@@ -9,6 +9,8 @@ Schema 4 adds the runs of tuning trials (``trials``: a search's trial number and
 the run), apart from the plans, whose runs are the ones a report ranks. Schema 5 adds fleet
 checkpoints (``checkpoints``: a run in training's latest state, dropped when it finishes) and
 the step each run resumed at (``runs.resumed_from``; NULL for runs trained before it).
+Schema 6 adds post-hoc EMA: each run's snapshots of its tracked EMAs (``snapshots``) and the
+measurements of the EMAs formed from them (``ema_sweep``, keyed by the EMA's relative std).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from schedlab.plan import NUMERIC_VERSION, run_id_of
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.store.status import STORED, RunStatus
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _STATUS_CHECK = ", ".join(f"'{s}'" for s in STORED)
 TABLES = [
@@ -104,6 +106,23 @@ CHECKPOINTS_TABLE = """CREATE TABLE checkpoints (
     saved_at REAL NOT NULL
 )"""
 TABLES.append(CHECKPOINTS_TABLE)
+SNAPSHOTS_TABLE = """CREATE TABLE snapshots (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    std REAL NOT NULL,
+    step INTEGER NOT NULL,
+    weights BLOB NOT NULL,
+    PRIMARY KEY (run_id, std, step)
+)"""
+EMA_SWEEP_TABLE = """CREATE TABLE ema_sweep (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    ema_std REAL NOT NULL,
+    metric TEXT NOT NULL,
+    mkey TEXT NOT NULL,
+    value REAL,
+    measured_at REAL NOT NULL,
+    PRIMARY KEY (run_id, ema_std, metric, mkey)
+)"""
+TABLES += [SNAPSHOTS_TABLE, EMA_SWEEP_TABLE]
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -123,8 +142,11 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
         conn.execute("ALTER TABLE curves ADD COLUMN heldout BLOB")
     if version <= 3:
         conn.execute(TRIALS_TABLE)  # schema 4: no trial before it
-    conn.execute("ALTER TABLE runs ADD COLUMN resumed_from INTEGER")  # schema 5
-    conn.execute(CHECKPOINTS_TABLE)
+    if version <= 4:
+        conn.execute("ALTER TABLE runs ADD COLUMN resumed_from INTEGER")  # schema 5
+        conn.execute(CHECKPOINTS_TABLE)
+    conn.execute(SNAPSHOTS_TABLE)  # schema 6
+    conn.execute(EMA_SWEEP_TABLE)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 

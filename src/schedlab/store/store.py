@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from schedlab.averaging.plan import Snapshot
 from schedlab.store.arrays import encode_array
 from schedlab.store.reads import StoreReads
 from schedlab.store.records import Commit, PlannedRun
@@ -110,7 +111,7 @@ class Store(StoreReads):
                     f"{self.path} was written by a newer schedlab (store schema "
                     f"{version}, this schedlab reads {SCHEMA_VERSION}); upgrade schedlab"
                 )
-            if version not in (1, 2, 3, 4):
+            if version not in range(1, SCHEMA_VERSION):
                 raise StoreError(
                     f"{self.path} has store schema {version}; this schedlab reads schemas 1 "
                     f"to {SCHEMA_VERSION}"
@@ -274,6 +275,7 @@ class Store(StoreReads):
                 raw, ema = (encode_array(w, level=1) for w in commit.weights)
                 c.execute("INSERT OR REPLACE INTO weights VALUES (?, ?, ?)", (run_id, raw, ema))
             self._write_measurements(c, run_id, commit.measurements, commit.samples)
+            write_snapshots(c, run_id, commit.snapshots)
             c.execute(
                 "UPDATE runs SET status = ?, diverged_at = ?, error = ?, training_time = ?, "
                 "finished_at = ?, owner = NULL, lease_expires = NULL, resumed_from = ? "
@@ -290,10 +292,14 @@ class Store(StoreReads):
             )
             return True
 
-    def save_checkpoint(self, run_id: str, step: int, state: bytes) -> None:
-        """Keep ``state`` as the run's latest checkpoint (from any thread). Any checkpoint of a
-        run is a point on its one trajectory, so whoever writes last is right."""
+    def save_checkpoint(
+        self, run_id: str, step: int, state: bytes, snapshots: Iterable[Snapshot] = ()
+    ) -> None:
+        """Keep ``state`` as the run's latest checkpoint (from any thread), with its post-hoc EMA
+        snapshots not stored yet. Any checkpoint of a run is a point on its one trajectory, so
+        whoever writes last is right."""
         with self.lock, self._transaction() as c:
+            write_snapshots(c, run_id, snapshots)
             c.execute(
                 "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
                 (run_id, step, state, time.time()),
@@ -314,6 +320,18 @@ class Store(StoreReads):
         except sqlite3.OperationalError:  # another driver's transaction: not now
             return False
         return True
+
+    def add_sweep(self, run_id: str, rows: Iterable[tuple[float, str, str, float]]) -> None:
+        """Measurements of a run's post-hoc EMAs: (EMA std, metric, measurement key, value)."""
+        now = time.time()
+        with self._transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO ema_sweep VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, std, metric, mkey, float(v) if np.isfinite(v) else None, now)
+                    for std, metric, mkey, v in rows
+                ],
+            )
 
     def add_measurements(
         self,
@@ -346,6 +364,14 @@ class Store(StoreReads):
                 "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
                 (run_id, skey, encode_array(points.astype(np.float32)), seconds),
             )
+
+
+def write_snapshots(c: sqlite3.Connection, run_id: str, snapshots: Iterable[Snapshot]) -> None:
+    """A run's post-hoc EMA snapshots; one taken again (a retrained run) replaces its twin."""
+    c.executemany(
+        "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
+        [(run_id, s.std, s.step, encode_array(s.weights, level=1)) for s in snapshots],
+    )
 
 
 def _insert_run(c: sqlite3.Connection, run: PlannedRun) -> None:

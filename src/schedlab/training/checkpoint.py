@@ -1,12 +1,13 @@
 """A fleet member's state at a step boundary, from which it trains on bitwise as if never stopped.
 
-What it holds: the member's rows of the fleet's weights, AdamW moments and EMA (the fleet's
-row layout is the same in every fleet size and position), its losses and LRs so far, its
-held-out curve, the held-out values its plateau looked at, its divergence, the training time
-it has had, and its data streams' states at the start of the current epoch (that epoch is drawn
-again and its first batches skipped). Its LR schedule is not stored: it is rebuilt and stepped
-again through the recorded losses (and looks), which gives the same LR bit for bit and holds
-for any scheduler, user-defined ones included.
+What it holds: the member's rows of the fleet's weights, AdamW moments, EMA and tracked post-hoc
+EMAs (the fleet's row layout is the same in every fleet size and position), its losses and LRs
+so far, its held-out curve, the held-out values its plateau looked at, its divergence, the
+training time it has had, its post-hoc EMA snapshots so far (not in its bytes: the store keeps
+them in a table of their own), and its data streams' states at the start of the current epoch
+(that epoch is drawn again and its first batches skipped). Its LR schedule is not stored: it
+is rebuilt and stepped again through the recorded losses (and looks), which gives the same LR
+bit for bit and holds for any scheduler, user-defined ones included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from schedlab.averaging.plan import Snapshot
+
 ROWS = ("weights", "exp_avg", "exp_avg_sq", "ema")
 
 # (member index in the fleet, its checkpoint): where a fleet hands its checkpoints.
@@ -28,7 +31,7 @@ SaveCheckpoint = Callable[[int, "Checkpoint"], None]
 @dataclass
 class Checkpoint:
     step: int  # optimizer steps done
-    rows: dict[str, np.ndarray]  # ROWS -> the member's [P] row
+    rows: dict[str, np.ndarray]  # ROWS (and tracked post-hoc EMAs) -> the member's [P] row
     losses: np.ndarray  # [step] training losses
     lrs: np.ndarray  # [step] LRs
     curve: np.ndarray  # [m, 2] held-out EMA loss curve so far
@@ -37,6 +40,7 @@ class Checkpoint:
     training_time: float  # seconds of training it has had, its share of its fleets' time
     order_state: np.ndarray  # data order stream's state at the current epoch's start
     noise_state: np.ndarray  # timestep/noise stream's state at the current epoch's start
+    snapshots: tuple[Snapshot, ...] = ()  # post-hoc EMA snapshots so far; not in to_bytes
 
     def to_bytes(self) -> bytes:
         meta = {
@@ -65,7 +69,7 @@ class Checkpoint:
             meta = json.loads(f["meta"].tobytes())
             return Checkpoint(
                 step=meta["step"],
-                rows={name: f[f"row_{name}"] for name in ROWS},
+                rows={key[4:]: f[key] for key in f.files if key.startswith("row_")},
                 losses=f["losses"],
                 lrs=f["lrs"],
                 curve=f["curve"],

@@ -7,11 +7,12 @@ the loop and in the fleet (paired seeds hold across engines).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from schedlab.averaging.plan import Snapshot
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
 from schedlab.model.diffusion import NoiseSchedule
@@ -43,6 +44,7 @@ class TrainResult:
     # the end; empty when no held-out loss was given.
     heldout_curve: np.ndarray
     resumed_from: int = 0  # the step it resumed at from a checkpoint (0: trained from scratch)
+    snapshots: list[Snapshot] = field(default_factory=list)  # post-hoc EMA's, when tracked
 
 
 def curve_due(done: int, settings: TrainSettings) -> bool:

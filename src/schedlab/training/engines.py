@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.engines import Engine
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
@@ -27,16 +28,26 @@ def train(
     progress: Progress | None = None,
     use_compile: bool | None = None,
     checkpoints: Checkpoints | None = None,
+    posthoc: PosthocPlan | None = None,
 ) -> list[TrainResult]:
     """Train ``members`` (one TrainResult each): as one fleet, or one by one in the loop.
 
     ``heldout_loss(k, model)`` feeds member k's plateau schedule when it watches the held-out
     loss. ``settings.lr`` is ignored: each member brings its own base LR. ``checkpoints``
-    (fleet engine only) resume and save the members' state.
+    (fleet engine only) resume and save the members' state. ``posthoc``: the power-function
+    EMAs every member tracks for post-hoc EMA.
     """
     if engine == "fleet":
         return train_fleet(
-            members, settings, device, heldout_loss, progress, use_compile, None, checkpoints
+            members,
+            settings,
+            device,
+            heldout_loss,
+            progress,
+            use_compile,
+            None,
+            checkpoints,
+            posthoc,
         )
     results = []
     for k, member in enumerate(members):
@@ -54,6 +65,7 @@ def train(
                 watched if heldout_loss is not None else None,
                 progress,
                 device,
+                posthoc,
             )
         )
     return results

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from schedlab.averaging.plan import PosthocPlan, Snapshot
+from schedlab.averaging.tracking import PowerEMA
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
 from schedlab.model.diffusion import noise_prediction_loss
@@ -40,12 +42,14 @@ def train_reference(
     heldout_loss: Callable[[Denoiser], float] | None = None,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
+    posthoc: PosthocPlan | None = None,
 ) -> TrainResult:
     """Train one run on ``points`` [n, d]. ``heldout_loss`` feeds a plateau schedule that watches
     the held-out loss, and measures the EMA weights for the held-out curve (its time is not
     counted in the training time).
 
-    The returned models are on the CPU, whatever ``device`` trained them.
+    The returned models are on the CPU, whatever ``device`` trained them. With ``posthoc`` it
+    tracks those power-function EMAs and returns their snapshots.
     """
     model = build_model(settings, seed, points.shape[1]).to(device)
     noise = noise_schedule(settings).to(device)
@@ -53,6 +57,8 @@ def train_reference(
     optimizer = build_optimizer(model.parameters(), schedule, settings.lr, settings.weight_decay)
     driver = LRDriver(optimizer, schedule, settings.steps)
     ema = EMA(model, settings.ema_beta, settings.ema_every, settings.ema_warmup)
+    power = PowerEMA(list(model.parameters()), posthoc) if posthoc is not None else None
+    snapshots: list[Snapshot] = []
 
     def watched() -> float:
         assert heldout_loss is not None
@@ -84,6 +90,13 @@ def train_reference(
         if step % settings.ema_every == 0:
             with evaluation_weights(optimizer):
                 ema.update(step)
+        if power is not None:
+            with evaluation_weights(optimizer):
+                power.update(step + 1)
+            if power.due(step + 1):
+                for std, averages in zip(power.plan.stds, power.averages, strict=True):
+                    flat = torch.cat([a.detach().cpu().flatten() for a in averages]).numpy()
+                    snapshots.append(Snapshot(std, step + 1, flat))
         if heldout_loss is not None and curve_due(step + 1, settings):
             began = time.perf_counter()
             curve.append((step + 1, heldout_loss(copy.deepcopy(ema.ema_model).cpu())))
@@ -101,4 +114,5 @@ def train_reference(
         training_time,
         diverged_at,
         np.array(curve, dtype=np.float64).reshape(-1, 2),
+        snapshots=snapshots if diverged_at is None else [],
     )

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schedlab.config.engines import engine_for
-from schedlab.config.settings import Settings
+from schedlab.config.settings import PosthocSettings, Settings
 from schedlab.config.study import ScheduleEntry, StudySpec
 from schedlab.config.tune import TuneSettings
 from schedlab.measure.registry import METRICS
@@ -80,7 +80,8 @@ def searches(study: StudySpec, engine: str) -> list[Search]:
             dims = tuple(search_space(entry, tune, study.tune_steps))
             base = study.settings_for(entry)
             train = base.train.model_copy(update={"steps": study.tune_steps})
-            settings = base.model_copy(update={"train": train})
+            # A trial is scored by its objective alone: it tracks no post-hoc EMA.
+            settings = base.model_copy(update={"train": train, "ema": PosthocSettings()})
             identity = {
                 "dataset": dataset,
                 "schedule": entry.name,

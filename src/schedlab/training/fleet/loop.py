@@ -3,10 +3,11 @@
 Each member keeps everything that makes it its own run: its dataset, its seed's initial weights,
 data order, timesteps and noise (the reference loop's draws, so paired seeds hold across
 engines), its own torch LR scheduler (ReduceLROnPlateau fed with its own loss), its AdamW state,
-its gradient clipping by its own norm, its EMA, and its divergence: a member whose loss turns
-NaN/inf is frozen and recorded as diverged while the others go on. What the members share is
-the step: every matmul is batched over the K axis, so one fleet step costs K runs' arithmetic
-but only one run's worth of Python, dispatch and kernel launches.
+its gradient clipping by its own norm, its EMA (and post-hoc EMAs with their snapshots, when
+tracked), and its divergence: a member whose loss turns NaN/inf is frozen and recorded as
+diverged while the others go on. What the members share is the step: every matmul is batched
+over the K axis, so one fleet step costs K runs' arithmetic but only one run's worth of Python,
+dispatch and kernel launches.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from schedlab.averaging.plan import PosthocPlan, Snapshot
+from schedlab.averaging.tracking import PowerEMA
 from schedlab.config.settings import TrainSettings
-from schedlab.model.denoiser import Denoiser
+from schedlab.model.denoiser import Denoiser, weights_vector
 from schedlab.schedules.driver import LRDriver
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.training.checkpoint import ROWS, Checkpoint, CheckpointPolicy, SaveCheckpoint
@@ -96,6 +99,7 @@ class ShardJob:
     save: SaveCheckpoint | None = None  # (index among the members, checkpoint)
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     fleet_size: int = 1  # runs in the whole fleet: a member's share of the fleet's time
+    posthoc: PosthocPlan | None = None  # the power-function EMAs each member tracks
 
 
 def train_shard(
@@ -129,6 +133,8 @@ def train_shard(
     compute_dtype = torch.bfloat16 if mixed else dtype
     optimizer = FleetAdamW(fleet.weights, fleet.grad, weight_decay=settings.weight_decay)
     ema = TensorEMA([fleet.weights], settings.ema_beta, settings.ema_every, settings.ema_warmup)
+    power = PowerEMA([fleet.weights], job.posthoc) if job.posthoc is not None else None
+    snapshots: list[list[Snapshot]] = [[] for _ in members]
     noise = noise_schedule(settings).to(device)
     sqrt_abar = noise.sqrt_abar.to(compute_dtype)
     sqrt_one_minus_abar = noise.sqrt_one_minus_abar.to(compute_dtype)
@@ -142,7 +148,7 @@ def train_shard(
     curves: list[list[tuple[int, float]]] = [[] for _ in members]
     looks: list[list[float]] = [[] for _ in members]
     prior_time = [0.0] * k_runs
-    step = resume_members(job.resume, fleet, optimizer, ema, drivers, draws)
+    step = resume_members(job.resume, fleet, optimizer, ema, drivers, draws, power)
     resumed_from = step
     for k, checkpoint in enumerate(job.resume):
         if checkpoint is not None:
@@ -151,6 +157,7 @@ def train_shard(
             curves[k] = [(int(s), float(v)) for s, v in checkpoint.curve]
             looks[k] = checkpoint.looks.tolist()
             prior_time[k] = checkpoint.training_time
+            snapshots[k] = list(checkpoint.snapshots)
     measuring = 0.0
     start = last_save = time.perf_counter()
 
@@ -179,9 +186,12 @@ def train_shard(
         this_epoch = epoch_first == step - step % len(bounds)
         order, stream = draws[k].epoch_start if this_epoch else draws[k].states()
         rows = (fleet.weights, optimizer.exp_avg, optimizer.exp_avg_sq, ema.averages[0])
+        named = dict(zip(ROWS, rows, strict=True))
+        if power is not None:
+            named.update({posthoc_row(i): a[0] for i, a in enumerate(power.averages)})
         return Checkpoint(
             step=step,
-            rows={name: r[k].cpu().numpy().copy() for name, r in zip(ROWS, rows, strict=True)},
+            rows={name: r[k].cpu().numpy().copy() for name, r in named.items()},
             losses=losses[:step, k].copy(),
             lrs=lrs[:step, k].copy(),
             curve=np.array(curves[k], dtype=np.float64).reshape(-1, 2),
@@ -190,6 +200,7 @@ def train_shard(
             training_time=seconds,
             order_state=order.numpy().copy(),
             noise_state=stream.numpy().copy(),
+            snapshots=tuple(snapshots[k]),
         )
 
     skip = step % len(bounds)  # batches of the current epoch already trained on
@@ -236,6 +247,10 @@ def train_shard(
                     drivers[k].step(values[k], watched(k))
             ema.update(step)
             step += 1
+            if power is not None:
+                power.update(step)
+                if power.due(step):
+                    take_snapshots(power, fleet, template, active, step, snapshots)
             if heldout_loss is not None and curve_due(step, settings):
                 began = time.perf_counter()
                 for k in range(k_runs):
@@ -268,9 +283,31 @@ def train_shard(
                 diverged_at[k],
                 np.array(curves[k], dtype=np.float64).reshape(-1, 2),
                 resumed_from,
+                snapshots[k] if diverged_at[k] is None else [],
             )
         )
     return results, measuring
+
+
+def posthoc_row(profile: int) -> str:
+    """A checkpoint's name for the row of tracked post-hoc EMA ``profile``."""
+    return f"posthoc_{profile}"
+
+
+def take_snapshots(
+    power: PowerEMA,
+    fleet: FleetDenoiser,
+    template: Denoiser,
+    active: list[bool],
+    step: int,
+    snapshots: list[list[Snapshot]],
+) -> None:
+    """Each active member's tracked EMAs after ``step`` steps, as flat weight vectors."""
+    for std, (average,) in zip(power.plan.stds, power.averages, strict=True):
+        for k, alive in enumerate(active):
+            if alive:
+                member = fleet.member(k, template, average)
+                snapshots[k].append(Snapshot(std, step, weights_vector(member).copy()))
 
 
 def resume_members(
@@ -280,6 +317,7 @@ def resume_members(
     ema: TensorEMA,
     drivers: list[LRDriver],
     draws: list[EpochDraws],
+    power: PowerEMA | None = None,
 ) -> int:
     """Load each member's checkpoint into the fleet; the step they all resume at (0: none;
     ``train_fleet`` checks that it is one step). Each schedule is stepped again through the
@@ -292,6 +330,8 @@ def resume_members(
                 continue
             for name, row in zip(ROWS, rows, strict=True):
                 row[k].copy_(torch.from_numpy(checkpoint.rows[name]))
+            for i, (average,) in enumerate(power.averages if power is not None else []):
+                average[k].copy_(torch.from_numpy(checkpoint.rows[posthoc_row(i)]))
             replay_schedule(drivers[k], checkpoint)
             draws[k].restore(checkpoint.stream_states())
         optimizer.step_count.fill_(float(step))

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
+from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.engines import engine_for
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
@@ -43,6 +44,7 @@ def train_fleet(
     use_compile: bool | None = None,
     shards: int | None = None,
     checkpoints: Checkpoints | None = None,
+    posthoc: PosthocPlan | None = None,
 ) -> list[TrainResult]:
     """Train every member for ``settings.steps`` steps; one TrainResult per member.
 
@@ -53,7 +55,8 @@ def train_fleet(
     torch.compile did not make the step faster). ``shards`` defaults to one per thread torch
     computes with (CPU); ``progress`` follows the first shard. With ``checkpoints``, members
     resume from theirs and save new ones as its policy says, and a stop request checkpoints
-    them all (see ``schedlab.training.stopping``).
+    them all (see ``schedlab.training.stopping``). With ``posthoc`` every member tracks those
+    power-function EMAs and returns their snapshots.
     """
     if any(engine_for("fleet", m.schedule) != "fleet" for m in members):
         raise ValueError("schedule_free runs train in the reference loop, not in a fleet")
@@ -94,6 +97,7 @@ def train_fleet(
             save if checkpoints is not None else None,
             checkpoints.policy if checkpoints is not None else CheckpointPolicy(),
             len(members),
+            posthoc,
         )
         watch = heldout if heldout_loss is not None else None
         return train_shard(job, settings, device, watch, report, use_compile, stop)
