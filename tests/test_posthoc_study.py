@@ -166,6 +166,20 @@ def test_a_bad_sweep_is_one_line(swept, extra, message):
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
 
 
+def test_a_report_of_snapshots_not_swept_says_how_to_sweep(swept, tmp_path):
+    study, store = swept
+    unswept = tmp_path / "unswept.sqlite"
+    with sqlite3.connect(store) as source, sqlite3.connect(unswept) as copy:
+        source.backup(copy)
+        copy.execute("DELETE FROM ema_sweep")
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(study), "--store", str(unswept), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "index.html").read_text()
+    assert "no EMA length was measured yet: <code>schedlab measure STUDY --ema-sweep" in page
+    assert not (out / "ema_best.csv").exists()
+
+
 def test_a_study_without_snapshots_says_how_to_get_them(tmp_path):
     study, store = tmp_path / "plain.toml", tmp_path / "plain.sqlite"
     study.write_text(
@@ -176,6 +190,12 @@ def test_a_study_without_snapshots_says_how_to_get_them(tmp_path):
         app, ["measure", str(study), "--store", str(store), "--ema-sweep", "0.1"]
     )
     assert result.exit_code == 2
+    report = runner.invoke(
+        app, ["report", str(study), "--store", str(store), "--out", str(tmp_path / "r")]
+    )
+    assert (
+        report.exit_code == 0 and "Post-hoc EMA" not in (tmp_path / "r" / "index.html").read_text()
+    )
     assert result.stderr == (
         "error: no finished run of study 'posthoc' has post-hoc EMA snapshots: set [ema] "
         "posthoc = true in the study and run it (its runs train again, with them)\n"

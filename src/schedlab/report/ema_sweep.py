@@ -115,10 +115,18 @@ def verdict(result: Paired) -> str:
 
 
 def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
-    """The section, or "" when no run of the study was swept; writes ema_best.csv."""
+    """The section (a pointer to the sweep when runs kept snapshots but none was swept; ""
+    when none kept any); writes ema_best.csv."""
     sweeps = load_sweeps(view, store)
     if not sweeps:
-        return ""
+        if not store.snapshot_counts(r.run_id for r in view.finished()):
+            return ""
+        return (
+            "<h2>Post-hoc EMA: the averaging length</h2><p>This study's runs kept post-hoc EMA "
+            "snapshots, but no EMA length was measured yet: <code>schedlab measure STUDY "
+            "--ema-sweep 0.01,0.02,0.05,0.1,0.2,0.3</code> measures them, then this section "
+            "compares the schedules at their best averaging.</p>"
+        )
     figure = sweep_figure(view, sweeps, out_dir)
     train = TrainSettings.model_validate(view.spec.get("train", {}))
     # An exponential EMA moved every `ema_every` steps by 1 - beta averages over an exponential
