@@ -58,8 +58,12 @@ def best_length(per_seed: dict[int, dict[float, float]]) -> Best | None:
     return Best(std, {seed: values[std] for seed, values in per_seed.items()})
 
 
-def sweep_figure(view: StudyView, sweeps: dict[str, Sweep], out_dir: Path) -> Path:
-    """One row per metric, one panel per dataset: median over seeds and their range."""
+def sweep_figure(
+    view: StudyView, sweeps: dict[str, Sweep], out_dir: Path, paired: bool = False
+) -> Path:
+    """One row per metric, one panel per dataset: median over seeds and their range, of the
+    metric, or (``paired``) of each seed's excess over its value at the schedule's best length
+    (the schedules' levels differ too much for one axis to show their curves' shapes)."""
     palette = colors(view)
     size = (3.6 * len(view.datasets), 3.0 * len(sweeps))
     fig = Figure(figsize=size, layout="constrained")
@@ -68,30 +72,32 @@ def sweep_figure(view: StudyView, sweeps: dict[str, Sweep], out_dir: Path) -> Pa
         for ax, dataset in zip(row, view.datasets, strict=True):
             for label in view.labels:
                 per_seed = sweep.get(label, {}).get(dataset, {})
-                stds = sorted(set.union(set(), *(set(v) for v in per_seed.values())))
-                if not stds:
+                best = best_length(per_seed)
+                if best is None:
                     continue
+                stds = sorted(set.union(*(set(v) for v in per_seed.values())))
                 values = np.array(
-                    [[v.get(std, math.nan) for std in stds] for v in per_seed.values()]
+                    [
+                        [
+                            v.get(std, math.nan) - (best.values[seed] if paired else 0.0)
+                            for std in stds
+                        ]
+                        for seed, v in per_seed.items()
+                    ]
                 )
-                ax.plot(
-                    stds, np.nanmedian(values, 0), "o-", ms=3, color=palette[label], label=label
-                )
-                ax.fill_between(
-                    stds,
-                    np.nanmin(values, 0),
-                    np.nanmax(values, 0),
-                    color=palette[label],
-                    alpha=0.15,
-                )
+                median = np.nanmedian(values, 0)
+                ax.plot(stds, median, "o-", ms=3, color=palette[label], label=label)
+                low, high = np.nanmin(values, 0), np.nanmax(values, 0)
+                ax.fill_between(stds, low, high, color=palette[label], alpha=0.15)
             ax.set_xscale("log")
-            ax.set(title=dataset, xlabel="EMA length (relative std)", ylabel=METRICS[metric].title)
+            name = METRICS[metric].title.split(" (")[0].split(",")[0]
+            ylabel = f"{name}: excess" if paired else name
+            ax.set(title=dataset, xlabel="EMA length (relative std)", ylabel=ylabel)
             ax.grid(alpha=0.3)
-        row[0].legend(fontsize=7)
-    fig.suptitle(
-        "Post-hoc EMA: each metric against the averaging length (median, range over seeds)"
-    )
-    return save(fig, out_dir, "ema_sweep")
+    grid[0][0].legend(fontsize=7)
+    what = "excess over the schedule's best length, paired by seed" if paired else "value"
+    fig.suptitle(f"Post-hoc EMA: each metric against the averaging length ({what})")
+    return save(fig, out_dir, "ema_sweep_paired" if paired else "ema_sweep")
 
 
 def constant_label(view: StudyView) -> str | None:
@@ -146,6 +152,11 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
         "chosen on the same seeds it is then compared on, which favours every schedule alike; "
         "read small differences with that in mind.</p>",
         image(figure, "Each metric against the EMA length (median and range over seeds)"),
+        image(
+            sweep_figure(view, sweeps, out_dir, paired=True),
+            "The same, as each seed's excess over its value at the schedule's best length: "
+            "how much a length other than the best costs (median and range over seeds)",
+        ),
     ]
     rows_csv = []
     for metric, sweep in sweeps.items():
