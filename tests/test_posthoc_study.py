@@ -272,3 +272,21 @@ def test_the_api_reads_the_sweep_as_export_writes_it(swept, tmp_path):
         assert got.run_id == want["run_id"] and got.ema_std == float(want["ema_std"])
         assert got.eval_loss_heldout_ema == float(want["eval_loss_heldout_ema"])
         assert math.isnan(got.mmd) and want["mmd"] == ""
+
+
+def test_ctrl_c_in_a_sweep_says_what_is_kept(swept, monkeypatch):
+    import schedlab.execute.sweep
+
+    study, store = swept
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(schedlab.execute.sweep, "sweep_study", interrupted)
+    args = ["measure", str(study), "--store", str(store), "--ema-sweep", "0.15"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130
+    assert result.stderr == (
+        f"interrupted: what was measured is saved in {store}; run the same command to measure "
+        "the rest\n"
+    )

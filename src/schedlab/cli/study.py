@@ -281,12 +281,21 @@ def measure(
         return
     use_threads()
     with Store(path, create=False) as db:
-        summary = measure_study(spec, db, engine)
-        swept = (
-            sweep_study(spec, db, stds, sweep_metrics, engine, sweep_progress)
-            if stds is not None
-            else None
-        )
+        try:
+            summary = measure_study(spec, db, engine)
+            swept = (
+                sweep_study(spec, db, stds, sweep_metrics, engine, sweep_progress)
+                if stds is not None
+                else None
+            )
+        except KeyboardInterrupt:
+            err.print(
+                f"interrupted: what was measured is saved in {path}; run the same command to "
+                "measure the rest",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
         unfinished = sum(
             state not in (RunStatus.DONE, RunStatus.DIVERGED)
             for *_, state, _ in plan_records(spec, db, engine)
