@@ -32,12 +32,9 @@ class StoreCheckpoints:
             c and dataclasses.replace(c, snapshots=tuple(self.store.snapshots(run.run_id, c.step)))
             for run, c in zip(fleet, resume, strict=True)
         ]
-        # (std, step) of the snapshots each member has in the store: written once.
-        stored = [{(s.std, s.step) for s in c.snapshots} if c else set() for c in resume]
 
         def save(k: int, checkpoint: Checkpoint) -> None:
-            new = [s for s in checkpoint.snapshots if (s.std, s.step) not in stored[k]]
-            self.store.save_checkpoint(fleet[k].run_id, checkpoint.step, checkpoint.to_bytes(), new)
-            stored[k].update((s.std, s.step) for s in new)
+            run_id, step = fleet[k].run_id, checkpoint.step
+            self.store.save_checkpoint(run_id, step, checkpoint.to_bytes(), checkpoint.snapshots)
 
         return Checkpoints(resume, save, self.policy), note

@@ -295,9 +295,9 @@ class Store(StoreReads):
     def save_checkpoint(
         self, run_id: str, step: int, state: bytes, snapshots: Iterable[Snapshot] = ()
     ) -> None:
-        """Keep ``state`` as the run's latest checkpoint (from any thread), with its post-hoc EMA
-        snapshots not stored yet. Any checkpoint of a run is a point on its one trajectory, so
-        whoever writes last is right."""
+        """Keep ``state`` as the run's latest checkpoint (from any thread), and those of its
+        post-hoc EMA snapshots not stored yet. Any checkpoint of a run is a point on its one
+        trajectory, so whoever writes last is right."""
         with self.lock, self._transaction() as c:
             write_snapshots(c, run_id, snapshots)
             c.execute(
@@ -367,10 +367,16 @@ class Store(StoreReads):
 
 
 def write_snapshots(c: sqlite3.Connection, run_id: str, snapshots: Iterable[Snapshot]) -> None:
-    """A run's post-hoc EMA snapshots; one taken again (a retrained run) replaces its twin."""
+    """A run's post-hoc EMA snapshots not stored yet. One stored already (by a checkpoint, or by
+    an earlier attempt at the run) is its twin, bitwise: training is deterministic."""
+    stored = set(c.execute("SELECT std, step FROM snapshots WHERE run_id = ?", (run_id,)))
     c.executemany(
-        "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
-        [(run_id, s.std, s.step, encode_array(s.weights, level=1)) for s in snapshots],
+        "INSERT INTO snapshots VALUES (?, ?, ?, ?)",
+        [
+            (run_id, s.std, s.step, encode_array(s.weights, level=1))
+            for s in snapshots
+            if (s.std, s.step) not in stored
+        ],
     )
 
 
