@@ -1,6 +1,7 @@
 """Post-hoc EMA: the power-function profiles against independent computations, the
 reconstruction of a tracked EMA from its snapshots, and both engines tracking the same ones."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -178,8 +179,7 @@ def test_a_resumed_fleet_keeps_its_snapshots_bitwise():
     restored = [Checkpoint.from_bytes(c.to_bytes()) for c in at]  # the bytes hold no snapshots
     assert all(c.snapshots == () and "posthoc_1" in c.rows for c in restored)
     resume = [
-        Checkpoint(**{**vars(r), "snapshots": c.snapshots})
-        for r, c in zip(restored, at, strict=True)
+        dataclasses.replace(r, snapshots=c.snapshots) for r, c in zip(restored, at, strict=True)
     ]
     resumed = train_fleet(
         members[::-1],  # another position in the fleet

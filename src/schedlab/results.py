@@ -173,14 +173,13 @@ def sweep_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]:
         for label, dataset, seed, _, record in plan_records(spec, db, engine)
         if record is not None
     ]
-    values: dict[tuple[str, float], dict[str, float]] = {}
+    values: dict[str, dict[float, dict[str, float]]] = {}  # run id -> std -> metric -> value
     for run_id, std, metric, mkey, value in db.sweep({r.run_id for *_, r in planned}):
         if metrics.get(metric) == mkey:
-            values.setdefault((run_id, std), {})[metric] = value
+            values.setdefault(run_id, {}).setdefault(std, {})[metric] = value
     rows = []
     for label, dataset, seed, record in planned:
-        for std in sorted(s for run_id, s in values if run_id == record.run_id):
-            measured = values[(record.run_id, std)]
+        for std, measured in sorted(values.get(record.run_id, {}).items()):
             row: dict[str, Any] = {
                 "run_id": record.run_id,
                 "dataset": dataset,

@@ -20,6 +20,7 @@ from schedlab.report.data import StudyView
 from schedlab.report.figures import colors, save
 from schedlab.report.html import esc, fmt, image, table
 from schedlab.report.stats import INTERVAL, Paired, paired_comparison, summarize
+from schedlab.store.records import RunRecord
 from schedlab.store.store import Store
 
 # label -> dataset -> seed -> EMA std -> value, for one metric
@@ -36,15 +37,29 @@ def load_sweeps(view: StudyView, store: Store) -> dict[str, Sweep]:
     """metric -> its sweep, for the metrics measured under the study's eval settings."""
     settings = EvalSettings.model_validate(view.spec.get("eval", {}))
     keys = {m.key: m.key_for(settings) for m in averaged()}
-    runs = {r.run_id: r for r in view.finished()}
+    labelled: dict[str, list[RunRecord]] = {}  # a run under each of its labels
+    for record in view.finished():
+        labelled.setdefault(record.run_id, []).append(record)
     out: dict[str, Sweep] = {}
-    for run_id, std, metric, mkey, value in store.sweep(runs):
+    for run_id, std, metric, mkey, value in store.sweep(labelled):
         if keys.get(metric) != mkey:
             continue
-        for record in (r for r in view.finished() if r.run_id == run_id):  # every label
+        for record in labelled[run_id]:
             cell = out.setdefault(metric, {}).setdefault(record.label, {})
             cell.setdefault(record.dataset, {}).setdefault(record.seed, {})[std] = value
     return out
+
+
+# (label, dataset) -> the cell's best length, for one metric
+Bests = dict[tuple[str, str], Best | None]
+
+
+def bests_of(view: StudyView, sweep: Sweep) -> Bests:
+    return {
+        (label, d): best_length(sweep.get(label, {}).get(d, {}))
+        for label in view.labels
+        for d in view.datasets
+    }
 
 
 def best_length(per_seed: dict[int, dict[float, float]]) -> Best | None:
@@ -159,18 +174,14 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
         ),
     ]
     rows_csv = []
-    for metric, sweep in sweeps.items():
+    bests = {metric: bests_of(view, sweep) for metric, sweep in sweeps.items()}
+    for metric, per_cell in bests.items():
         title = METRICS[metric].title
-        bests = {
-            (label, d): best_length(sweep.get(label, {}).get(d, {}))
-            for label in view.labels
-            for d in view.datasets
-        }
         lines = []
         for label in view.labels:
             cells = []
             for d in view.datasets:
-                best = bests[(label, d)]
+                best = per_cell[(label, d)]
                 fixed = summarize(list(view.values(label, d, metric).values()))
                 if best is None:
                     cells.append("-")
@@ -185,8 +196,8 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
             "<p>Mean ± std over seeds at the length with the lowest mean, the length, and the "
             "mean with the study's fixed EMA.</p>" + table(["schedule", *view.datasets], lines)
         )
-        parts.append(paired_at_best(view, bests, title))
-    parts.append(headline(view, sweeps))
+        parts.append(paired_at_best(view, per_cell, title))
+    parts.append(headline(view, bests))
     with (out_dir / "ema_best.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
@@ -196,7 +207,7 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
     return "".join(parts)
 
 
-def paired_at_best(view: StudyView, bests: dict[tuple[str, str], Best | None], title: str) -> str:
+def paired_at_best(view: StudyView, bests: Bests, title: str) -> str:
     lines = []
     for label in view.labels:
         if label == view.baseline or view.same_runs_as_baseline(label):
@@ -217,7 +228,7 @@ def paired_at_best(view: StudyView, bests: dict[tuple[str, str], Best | None], t
     )
 
 
-def headline(view: StudyView, sweeps: dict[str, Sweep]) -> str:
+def headline(view: StudyView, bests: dict[str, Bests]) -> str:
     """Does the constant LR, at its best EMA length, match each decayed schedule at its own?"""
     constant = constant_label(view)
     if constant is None:
@@ -226,13 +237,12 @@ def headline(view: StudyView, sweeps: dict[str, Sweep]) -> str:
             "(name <code>constant</code>), so the sweep cannot answer it.</p>"
         )
     lines = []
-    for metric, sweep in sweeps.items():
+    for metric, per_cell in bests.items():
         for label in view.labels:
             if label == constant or view.same_runs_as_baseline(label):
                 continue
             for d in view.datasets:
-                mine = best_length(sweep.get(constant, {}).get(d, {}))
-                other = best_length(sweep.get(label, {}).get(d, {}))
+                mine, other = per_cell[(constant, d)], per_cell[(label, d)]
                 if mine is None or other is None:
                     continue
                 r = paired_comparison(mine.values, other.values)

@@ -176,23 +176,24 @@ class StoreReads:
 
     def snapshot_counts(self, run_ids: Iterable[str]) -> dict[str, int]:
         """run id -> how many post-hoc EMA snapshots it has (runs with none left out)."""
-        ids = list(run_ids)
-        marks = ", ".join("?" * len(ids))
         return dict(
-            self.conn.execute(
-                f"SELECT run_id, count(*) FROM snapshots WHERE run_id IN ({marks}) GROUP BY run_id",
-                ids,
-            ).fetchall()
+            self._of_runs(
+                "SELECT run_id, count(*) FROM snapshots WHERE {runs} GROUP BY run_id", run_ids
+            )
         )
 
     def sweep(self, run_ids: Iterable[str]) -> list[tuple[str, float, str, str, float]]:
         """Post-hoc EMA measurements: (run id, EMA std, metric, measurement key, value; NaN
         when it could not be measured)."""
+        rows = self._of_runs(
+            "SELECT run_id, ema_std, metric, mkey, value FROM ema_sweep WHERE {runs} "
+            "ORDER BY run_id, ema_std",
+            run_ids,
+        )
+        return [(r, std, m, k, v if v is not None else float("nan")) for r, std, m, k, v in rows]
+
+    def _of_runs(self, query: str, run_ids: Iterable[str]) -> list[tuple[Any, ...]]:
+        """``query`` with ``{runs}`` standing for "run_id IN (the given ids)"."""
         ids = list(run_ids)
         marks = ", ".join("?" * len(ids))
-        rows = self.conn.execute(
-            f"SELECT run_id, ema_std, metric, mkey, value FROM ema_sweep WHERE run_id IN ({marks}) "
-            "ORDER BY run_id, ema_std",
-            ids,
-        ).fetchall()
-        return [(r, std, m, k, v if v is not None else float("nan")) for r, std, m, k, v in rows]
+        return self.conn.execute(query.format(runs=f"run_id IN ({marks})"), ids).fetchall()
