@@ -9,6 +9,7 @@ Measures, in one process on one machine:
 - each engine's fraction of the peak, at 403 MFLOP per model-step (forward, backward of the
   weights and of the hidden activations, for 256 points through the 296,450-parameter MLP);
 - where the largest fleet's step goes: GEMMs (with their GFLOP/s), AdamW, the rest;
+- AdamW for K = 16 runs: K fused calls (one per row) against one fused call over [K, P];
 - sampling throughput of K = 16 runs through T = 100 steps (CPU): one run after another with
   the reference sampler, and as one fleet (``schedlab.measure.sampling``).
 Ratios to the reference loop are the speed claims; they are measured here, in the same run.
@@ -26,6 +27,7 @@ import torch
 from schedlab import data
 from schedlab.config.settings import TrainSettings
 from schedlab.measure.sampling import timed_samples
+from schedlab.model.denoiser import Denoiser, parameter_count
 from schedlab.model.diffusion import sample
 from schedlab.schedules import registry as schedules
 from schedlab.training.common import Member, build_model, noise_schedule
@@ -88,10 +90,11 @@ def fleet_step_breakdown(k: int, device: str, steps: int) -> dict[str, float]:
     generator = torch.Generator().manual_seed(0)
     x0, eps = (torch.randn(k, 256, 2, generator=generator).to(device) for _ in range(2))
     t = torch.randint(0, settings.timesteps, (k, 256), generator=generator).to(device)
+    lr = torch.full((k,), 3e-4, dtype=torch.float64, device=device)
 
     def step() -> None:
         fleet.losses_and_gradients(x0, t, eps, noise.sqrt_abar, noise.sqrt_one_minus_abar)
-        optimizer.step([3e-4] * k, clip_coefficients(fleet.grad, settings.clip))
+        optimizer.step(lr, clip_coefficients(fleet.grad, settings.clip))
 
     for _ in range(3):
         step()
@@ -109,6 +112,60 @@ def fleet_step_breakdown(k: int, device: str, steps: int) -> dict[str, float]:
         elif event.key == "aten::_fused_adamw_":
             parts["adamw"] += event.self_cpu_time_total / 1e3 / steps
     return {"total_ms": total, **{f"{n}_ms": v for n, v in parts.items()}}
+
+
+def adamw_ms(k: int, device: str, repeats: int) -> dict[str, float]:
+    """Milliseconds per AdamW update of K runs' [K, P] weights (reference model), one thread as
+    in a training shard: K calls of torch's fused kernel, one per row (the CPU path); one call
+    of it over the whole [K, P] (one LR for all: the floor of any single fused pass); and
+    ``adamw_one_pass`` eagerly (the GPU path without torch.compile)."""
+    weights = torch.zeros(k, parameter_count(Denoiser()), device=device)
+    grad = torch.randn(weights.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    lr = torch.full((k,), 3e-4, dtype=torch.float64, device=device)
+    clip = torch.ones(k, device=device)
+    per_row = FleetAdamW(weights, grad)
+    one_pass = FleetAdamW(weights.clone(), grad, one_pass=True)
+    whole = ([weights.clone()], [grad], [torch.zeros_like(weights)], [torch.zeros_like(weights)])
+    count = torch.zeros((), device=device)
+
+    def whole_kernel() -> None:
+        count.add_(1)
+        torch._fused_adamw_(
+            *whole,
+            [],
+            [count],
+            lr=3e-4,
+            beta1=0.9,
+            beta2=0.999,
+            weight_decay=0.01,
+            eps=1e-8,
+            amsgrad=False,
+            maximize=False,
+        )
+
+    ways = {
+        "per_row": lambda: per_row.step(lr, clip),
+        "whole_kernel": whole_kernel,
+        "one_pass_eager": lambda: one_pass.step(lr, clip),
+    }
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    try:
+        out = {}
+        for name, update in ways.items():
+            for _ in range(2):
+                update()
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                update()
+            sync(device)
+            out[name] = (time.perf_counter() - start) / repeats * 1e3
+        return out
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(before)
 
 
 def sampling_samples_per_s(k: int, n: int) -> tuple[float, float]:
@@ -146,6 +203,7 @@ def main() -> None:
     # bf16-mixed at the largest K, against float32 measured just above.
     mixed = fleet_steps_per_s(max(sizes), fleet_steps, args.device, "bf16-mixed")
     breakdown = fleet_step_breakdown(max(sizes), args.device, 5 if args.quick else 20)
+    adamw = adamw_ms(SAMPLING_K, args.device, 5 if args.quick else 20)
     sampling_loop, sampling_fleet = sampling_samples_per_s(SAMPLING_K, 300 if args.quick else 2000)
     threads = torch.get_num_threads()
     print(f"device {args.device}, torch {torch.__version__}, {threads} threads")
@@ -168,6 +226,11 @@ def main() -> None:
         f"+ the rest {other:.1f} ms"
     )
     print(
+        f"AdamW of K = {SAMPLING_K} runs, one thread: {adamw['per_row']:.2f} ms as K fused calls "
+        f"(one per row), {adamw['whole_kernel']:.2f} ms as one fused call over [K, P], "
+        f"{adamw['one_pass_eager']:.2f} ms as the eager one-pass update"
+    )
+    print(
         f"sampling, K = {SAMPLING_K} runs (CPU): one by one {sampling_loop:.0f} samples/s, "
         f"as a fleet {sampling_fleet:.0f} samples/s ({sampling_fleet / sampling_loop:.2f}x)"
     )
@@ -182,6 +245,7 @@ def main() -> None:
                     "fleet_steps_per_s": fleet,
                     "fleet_bf16_mixed_steps_per_s": {str(max(sizes)): mixed},
                     "fleet_step_breakdown_ms": {"K": max(sizes), **breakdown},
+                    "adamw_ms": {"K": SAMPLING_K, **adamw},
                     "sampling_k": SAMPLING_K,
                     "sampling_loop_samples_per_s": sampling_loop,
                     "sampling_fleet_samples_per_s": sampling_fleet,

@@ -6,8 +6,10 @@ import torch
 
 from schedlab.measure.distances import SampleDistances, directions, sliced_wasserstein
 from schedlab.measure.kl import KLReference, kl_divergence
-from schedlab.measure.losses import HeldoutLoss, reference_eval_loss
+from schedlab.measure.losses import HeldoutLoss, reference_eval_losses
+from schedlab.model.denoiser import Denoiser
 from schedlab.model.diffusion import NoiseSchedule
+from schedlab.training.seeding import generator
 
 
 def gaussian_kl_bits(mu_p, var_p, mu_q, var_q, d=2):
@@ -67,24 +69,41 @@ def test_wrong_shapes():
         kl_divergence(np.zeros((10, 2)) + np.arange(10)[:, None], np.zeros((10, 3)))
 
 
-def test_reference_eval_loss_is_mean_of_batch_means():
+def tiny_denoisers(count, dtype):
+    models = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        models.append(Denoiser(emb_size=8, hidden_size=16, hidden_layers=2).to(dtype))
+    return models
+
+
+def test_reference_eval_loss_is_the_mean_of_batch_means_of_the_models_errors():
     s = NoiseSchedule(100, dtype=torch.float64)
     points = torch.randn(1000, 2, dtype=torch.float64)
+    models = tiny_denoisers(2, torch.float64)
+    got = reference_eval_losses(models, [points, points * 2], [5, 6], s, 256)
+    # Recomputed with each model's own forward and the run's draws: batches of 256 (the last
+    # one 232), equal weight each.
+    for model, x0, seed, value in zip(models, [points, points * 2], [5, 6], got, strict=True):
+        g = generator(seed, "eval")
+        t = torch.randint(0, 100, (1000,), generator=g)
+        eps = torch.randn(1000, 2, generator=g, dtype=torch.float64)
+        xt = s.sqrt_abar[t, None] * x0 + s.sqrt_one_minus_abar[t, None] * eps
+        with torch.no_grad():
+            per = ((model(xt, t) - eps) ** 2).mean(1)
+        expected = np.mean([per[i : i + 256].mean().item() for i in range(0, 1000, 256)])
+        assert value == pytest.approx(expected, rel=1e-12)
 
-    def model(x, t):
-        return 0.3 * x
 
-    got = reference_eval_loss(model, s, points, 256, seed=5)
-    # Recompute with the same draws: batches of 256 (last one 232), equal weight each.
-    from schedlab.training.seeding import generator
-
-    g = generator(5, "eval")
-    t = torch.randint(0, 100, (1000,), generator=g)
-    eps = torch.randn(1000, 2, generator=g, dtype=torch.float64)
-    xt = s.sqrt_abar[t, None] * points + s.sqrt_one_minus_abar[t, None] * eps
-    per = ((0.3 * xt - eps) ** 2).mean(1)
-    expected = np.mean([per[i : i + 256].mean().item() for i in range(0, 1000, 256)])
-    assert got == pytest.approx(expected, rel=1e-12)
+def test_a_runs_reference_eval_loss_does_not_depend_on_the_runs_measured_with_it():
+    s = NoiseSchedule(100)
+    points = [torch.randn(3000, 2, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    models = tiny_denoisers(5, torch.float32)
+    together = reference_eval_losses(models, points, list(range(5)), s, 256)
+    reversed_order = reference_eval_losses(models[::-1], points[::-1], [4, 3, 2, 1, 0], s, 256)
+    for k in range(5):
+        alone = reference_eval_losses([models[k]], [points[k]], [k], s, 256)
+        assert together[k] == alone[0] == reversed_order[4 - k]
 
 
 def test_heldout_loss_uses_fixed_draws():

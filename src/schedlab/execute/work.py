@@ -12,12 +12,14 @@ import traceback
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
 from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
 from schedlab.execute.base import RunOutcome
 from schedlab.execute.checkpoints import StoreCheckpoints
 from schedlab.measure.evaluate import Measured, Trained, evaluate
+from schedlab.measure.losses import reference_eval_losses
 from schedlab.measure.registry import METRICS, Metric, enabled, sample_key
 from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
@@ -96,13 +98,16 @@ class Worker:
             return
         try:
             drawn = self.draw_samples(fleet, workloads, results)
+            eval_losses = self.eval_losses(fleet, workloads, results)
         except Exception as err:  # recorded for each run of the fleet; the study goes on
             for run in fleet:
                 yield RunOutcome(run, None, error_line(err))
             return
         for run, workload, result in zip(fleet, workloads, results, strict=True):
             try:
-                commit = self.measure_fresh(run, workload, result, drawn.get(run.run_id))
+                commit = self.measure_fresh(
+                    run, workload, result, drawn.get(run.run_id), eval_losses.get(run.run_id)
+                )
                 if restart is not None:
                     commit = dataclasses.replace(commit, notes=(*commit.notes, restart))
             except Exception as err:  # recorded; the study goes on
@@ -134,16 +139,42 @@ class Worker:
         )
         return {run.run_id: (p, seconds) for (run, *_), p in zip(wanted, points, strict=True)}
 
+    def eval_losses(
+        self, fleet: list[RunSpec], workloads: list[Workload], results: list[TrainResult]
+    ) -> dict[str, float]:
+        """run id -> reference eval loss for the fleet's runs that did not diverge and
+        measure it, as one batched computation."""
+        wanted = [
+            (run, workload, result)
+            for run, workload, result in zip(fleet, workloads, results, strict=True)
+            if result.diverged_at is None
+            and any(m.key == "eval_loss" for m in measured_metrics(run))
+        ]
+        if not wanted:
+            return {}
+        values = reference_eval_losses(
+            [result.model for *_, result in wanted],
+            [torch.as_tensor(w.points, dtype=w.dtype) for _, w, _ in wanted],
+            [run.seed for run, *_ in wanted],
+            wanted[0][1].noise,  # a fleet shares its noise schedule
+            wanted[0][0].settings.train.batch_size,
+        )
+        return {run.run_id: value for (run, *_), value in zip(wanted, values, strict=True)}
+
     def measure_fresh(
         self,
         run: RunSpec,
         workload: Workload,
         result: TrainResult,
         drawn: tuple[np.ndarray, float] | None = None,
+        eval_loss: float | None = None,
     ) -> Commit:
         """Every enabled metric of a freshly trained run (``drawn``: its samples, drawn with
-        its fleet), with everything to store."""
-        trained = Trained(result.training_time, result.model, result.ema_model, drawn=drawn)
+        its fleet; ``eval_loss``: its reference eval loss, measured with its fleet), with
+        everything to store."""
+        trained = Trained(
+            result.training_time, result.model, result.ema_model, drawn=drawn, eval_loss=eval_loss
+        )
         diverged = result.diverged_at is not None
         measured = evaluate(
             workload, trained, run.seed, run.settings, measured_metrics(run), diverged

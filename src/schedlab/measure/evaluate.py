@@ -17,7 +17,7 @@ import torch
 
 from schedlab import data
 from schedlab.config.settings import Settings
-from schedlab.measure.losses import reference_eval_loss
+from schedlab.measure.losses import reference_eval_losses
 from schedlab.measure.registry import Metric, Need, enabled
 from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
@@ -34,6 +34,7 @@ class Trained:
     samples: tuple[np.ndarray, float] | None = None  # stored samples [m, d] and their seconds
     # Samples drawn with its fleet after training (to be stored), and their seconds per run.
     drawn: tuple[np.ndarray, float] | None = None
+    eval_loss: float | None = None  # the reference eval loss, measured with its fleet
 
 
 @dataclass
@@ -85,11 +86,16 @@ class MeasureContext:
         return self.workload.heldout(model)
 
     def reference_eval_loss(self) -> float:
+        if self.trained.eval_loss is not None:
+            return self.trained.eval_loss
         assert self.trained.model is not None
         w = self.workload
         points = torch.as_tensor(w.points, dtype=w.dtype)
         batch = self.settings.train.batch_size
-        return reference_eval_loss(self.trained.model, w.noise, points, batch, self.seed)
+        (value,) = reference_eval_losses(
+            [self.trained.model], [points], [self.seed], w.noise, batch
+        )
+        return value
 
     def inference_time(self) -> float:
         return self.samples()[1]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from schedlab.measure.shards import in_shards
+from schedlab.model.denoiser import Denoiser
 from schedlab.model.diffusion import Denoise, NoiseSchedule
+from schedlab.training.fleet.model import FleetDenoiser
 from schedlab.training.seeding import generator
 
 # Evaluation draws that must be the same for every run use this fixed seed.
@@ -26,21 +29,70 @@ def per_point_loss(
     return torch.cat(out)
 
 
-def reference_eval_loss(
-    model: Denoise, schedule: NoiseSchedule, points: torch.Tensor, batch_size: int, seed: int
-) -> float:
-    """The reference's "eval loss": one pass over the *training* set with the raw model.
+# Points each member denoises at once when the reference eval loss is measured: a fixed size,
+# so a run's value never depends on how many runs were measured with it.
+FLEET_CHUNK = 2048
 
-    Fresh random t and noise, batches of ``batch_size``, and the mean of the per-batch MSEs (so
-    the partial last batch weighs as much as a full one, as in the reference).
+
+def reference_eval_losses(
+    models: list[Denoiser],
+    points: list[torch.Tensor],
+    seeds: list[int],
+    schedule: NoiseSchedule,
+    batch_size: int,
+) -> list[float]:
+    """The reference's "eval loss" of each model: one pass over its *training* set ``points``
+    with its raw weights.
+
+    Fresh random t and noise per run (its ``generator(seed, "eval")`` stream), batches of
+    ``batch_size``, and the mean of the per-batch MSEs (so the partial last batch weighs as
+    much as a full one, as in the reference). The K models' forward passes are one batched
+    computation (``FleetDenoiser``, in single-threaded shards): a run's value is bitwise the
+    same measured alone or among K.
     """
+
+    @torch.no_grad()
+    def measure(part: range) -> list[float]:
+        fleet = FleetDenoiser([models[i] for i in part])
+        x0 = torch.stack([points[i] for i in part])  # [k, n, d]
+        draws = [eval_draws(points[i], seeds[i], schedule) for i in part]
+        t = torch.stack([d[0] for d in draws])  # [k, n]
+        eps = torch.stack([d[1] for d in draws])  # [k, n, d]
+        values = []
+        for losses in fleet_point_losses(fleet, schedule, x0, t, eps).double():
+            batch_means = [losses[s : s + batch_size].mean() for s in range(0, n, batch_size)]
+            values.append(float(torch.stack(batch_means).mean()))
+        return values
+
+    n = points[0].shape[0]
+    return in_shards(len(models), measure)
+
+
+def eval_draws(
+    points: torch.Tensor, seed: int, schedule: NoiseSchedule
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference eval loss's timesteps [n] and noise [n, d] for the run of ``seed``."""
     g = generator(seed, "eval")
-    n = points.shape[0]
-    t = torch.randint(0, schedule.timesteps, (n,), generator=g)
-    eps = torch.randn(points.shape, generator=g, dtype=points.dtype)
-    losses = per_point_loss(model, schedule, points, t, eps).double()
-    batch_means = [losses[s : s + batch_size].mean() for s in range(0, n, batch_size)]
-    return float(torch.stack(batch_means).mean())
+    t = torch.randint(0, schedule.timesteps, (points.shape[0],), generator=g)
+    return t, torch.randn(points.shape, generator=g, dtype=points.dtype)
+
+
+def fleet_point_losses(
+    fleet: FleetDenoiser,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+) -> torch.Tensor:
+    """[K, n]: each member's squared noise-prediction error, averaged over the d coordinates,
+    on its own points x0 [K, n, d] at timesteps t [K, n] with noise eps [K, n, d]."""
+    out = []
+    for lo in range(0, x0.shape[1], FLEET_CHUNK):
+        part = slice(lo, lo + FLEET_CHUNK)
+        xt = schedule.add_noise(x0[:, part], eps[:, part], t[:, part])
+        pred = fleet.predict(xt, t[:, part], schedule.timesteps)
+        out.append(((pred - eps[:, part]) ** 2).mean(dim=-1))
+    return torch.cat(out, dim=1)
 
 
 class HeldoutLoss:

@@ -2,22 +2,20 @@
 
 Member k draws its noise exactly as ``schedlab.model.diffusion.sample`` does for one run (all of
 it up front from ``generator(seed, "sample")``) and denoises it through all T steps with its own
-EMA weights; the K members' forward passes are one batched GEMM per layer (``FleetDenoiser``).
-As in training, members split into single-threaded shards, one per thread torch computes with,
-and the fleet's 64-byte aligned layout keeps a run's arithmetic the same at every position and
-in every fleet size: a run's samples are bitwise the same drawn alone (``schedlab measure``,
-the loop engine) or among 20. In float64 they equal the reference sampler to round-off.
+EMA weights; the K members' forward passes are one batched GEMM per layer (``FleetDenoiser``),
+in single-threaded shards (``measure.shards``): a run's samples are bitwise the same drawn
+alone (``schedlab measure``, the loop engine) or among 20. In float64 they equal the reference
+sampler to round-off.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from schedlab.measure.shards import in_shards
 from schedlab.model.denoiser import Denoiser
 from schedlab.model.diffusion import NoiseSchedule
 from schedlab.training.fleet.model import FleetDenoiser
@@ -41,7 +39,6 @@ def timed_samples(
     dim = models[0].in_dim
     per_member = schedule.timesteps * n * dim * torch.empty((), dtype=dtype).element_size()
     at_once = max(1, NOISE_BUDGET_BYTES // per_member)
-    shards = max(1, min(torch.get_num_threads(), len(models), at_once))
 
     @torch.no_grad()
     def fleet_sample(part: range) -> torch.Tensor:
@@ -66,19 +63,5 @@ def timed_samples(
         return torch.cat(out, dim=1)
 
     start = time.perf_counter()
-    points: list[np.ndarray] = []
-    with ThreadPoolExecutor(shards, initializer=_single_threaded) as pool:
-        for lo in range(0, len(models), at_once):
-            group = range(lo, min(lo + at_once, len(models)))
-            size = math.ceil(len(group) / shards)
-            parts = [group[i : i + size] for i in range(0, len(group), size)]
-            for drawn in pool.map(fleet_sample, parts):
-                points += list(drawn.numpy())
+    points = in_shards(len(models), lambda part: list(fleet_sample(part).numpy()), at_once)
     return points, (time.perf_counter() - start) / len(models)
-
-
-def _single_threaded() -> None:
-    """A sampling thread computes single-threaded and flushes denormals, as a training
-    shard's thread does (its own settings; the thread ends with the pool)."""
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)

@@ -16,7 +16,6 @@ import copy
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +40,8 @@ from schedlab.training.common import (
     noise_schedule,
 )
 from schedlab.training.ema import TensorEMA
+from schedlab.training.fleet.compiled import CompiledOrEager
+from schedlab.training.fleet.ledger import FleetLedger
 from schedlab.training.fleet.model import FleetDenoiser
 from schedlab.training.fleet.optimizer import FleetAdamW, clip_coefficients
 from schedlab.training.stopping import STOP, StopRequested
@@ -60,33 +61,6 @@ def stand_in_driver(lr: float, schedule: ScheduleSpec, steps: int) -> LRDriver:
     driver = LRDriver(optimizer, schedule, steps)
     optimizer.step()
     return driver
-
-
-class LossesAndGradients:
-    """The fleet's forward and backward, through torch.compile when asked, with a fallback.
-
-    If compiling or running the compiled step raises (some Inductor versions fail on such
-    graphs), the step is redone eagerly and every later step runs eagerly; ``failure`` says why.
-    """
-
-    def __init__(self, fleet: FleetDenoiser, use_compile: bool) -> None:
-        self.eager = fleet.losses_and_gradients
-        self.compiled = torch.compile(self.eager) if use_compile else None
-        self.failure: str | None = None
-
-    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as err:  # any compiler failure: fall back, say so once
-                self.failure = f"{type(err).__name__}: {err}".splitlines()[0]
-                warnings.warn(
-                    f"torch.compile failed, the fleet trains eagerly: {self.failure}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                self.compiled = None
-        return self.eager(*args)
 
 
 @dataclass
@@ -131,7 +105,13 @@ def train_shard(
     bf16 = [copy.deepcopy(m).to(torch.bfloat16) for m in job.initial] if mixed else []
     compute = FleetDenoiser(bf16, device) if mixed else fleet
     compute_dtype = torch.bfloat16 if mixed else dtype
-    optimizer = FleetAdamW(fleet.weights, fleet.grad, weight_decay=settings.weight_decay)
+    optimizer = FleetAdamW(
+        fleet.weights,
+        fleet.grad,
+        weight_decay=settings.weight_decay,
+        one_pass=device.type == "cuda",
+        use_compile=use_compile,
+    )
     ema = TensorEMA([fleet.weights], settings.ema_beta, settings.ema_every, settings.ema_warmup)
     power = PowerEMA([fleet.weights], job.posthoc) if job.posthoc is not None else None
     snapshots: list[list[Snapshot]] = [[] for _ in members]
@@ -161,7 +141,14 @@ def train_shard(
     measuring = 0.0
     start = last_save = time.perf_counter()
 
-    losses_and_gradients = LossesAndGradients(compute, use_compile)
+    losses_and_gradients = CompiledOrEager(compute.losses_and_gradients, use_compile)
+
+    def fresh_driver(k: int) -> LRDriver:
+        return stand_in_driver(members[k].lr, members[k].schedule, settings.steps)
+
+    ledger = FleetLedger(
+        members, drivers, fresh_driver, settings, device, losses, lrs, diverged_at, step
+    )
 
     def watched(k: int) -> Callable[[], float] | None:
         if heldout_loss is None or not drivers[k].watches_heldout:
@@ -176,6 +163,7 @@ def train_shard(
 
     def checkpoint_all() -> None:
         assert job.save is not None
+        ledger.read(step, watched)
         share = (time.perf_counter() - start - measuring) / job.fleet_size
         for k in range(k_runs):
             job.save(k, member_checkpoint(k, share + prior_time[k]))
@@ -233,39 +221,38 @@ def train_shard(
             if mixed:
                 fleet.grad.copy_(compute.grad)
             clip_coef = clip_coefficients(fleet.grad, settings.clip)  # [K]
-            lr = [d.lr for d in drivers]
-            values = run_losses.cpu().tolist()
-            for k, value in enumerate(values):
-                first = losses[0, k] if step else value
-                if diverged_at[k] is None and settings.diverged(value, first):
-                    diverged_at[k] = step  # frozen from here on: LR 0, no more updates
-            active = [d is None for d in diverged_at]
-            losses[step], lrs[step] = values, lr
-            optimizer.step([x if a else 0.0 for x, a in zip(lr, active, strict=True)], clip_coef)
-            for k in range(k_runs):
-                if active[k]:
-                    drivers[k].step(values[k], watched(k))
+            optimizer.step(ledger.record(step, run_losses), clip_coef)
             ema.update(step)
             step += 1
             if power is not None:
                 power.update(step)
-                if power.due(step):
-                    take_snapshots(power, fleet, template, active, step, snapshots)
-            if heldout_loss is not None and curve_due(step, settings):
+            snapshot = power is not None and power.due(step)
+            curve = heldout_loss is not None and curve_due(step, settings)
+            report = progress is not None and step % PROGRESS_EVERY == 0
+            if ledger.due(step) or snapshot or curve or report:
+                ledger.read(step, watched)
+            active = ledger.active()
+            if snapshot:
+                assert power is not None
+                take_snapshots(power, fleet, template, active, step, snapshots)
+            if curve:
                 began = time.perf_counter()
                 for k in range(k_runs):
                     if active[k]:
                         ema_model = fleet.member(k, template, ema.averages[0])
                         curves[k].append((step, heldout_loss(k, ema_model)))
                 measuring += time.perf_counter() - began
-            if progress is not None and step % PROGRESS_EVERY == 0:
-                alive = [v for v, a in zip(values, active, strict=True) if a]
-                progress(step, float(np.mean(alive)) if alive else math.nan, max(lr))
+            if report:
+                assert progress is not None
+                alive = [k for k in range(k_runs) if active[k]]
+                mean = float(np.mean(losses[step - 1, alive])) if alive else math.nan
+                progress(step, mean, float(lrs[step - 1, alive].max(initial=0.0)))
             since = time.perf_counter() - last_save
             if job.save is not None and step < settings.steps and job.policy.due(step, since):
                 checkpoint_all()
                 last_save = time.perf_counter()
         skip = 0
+    ledger.read(step, watched)
     if job.save is not None and resumed_from < settings.steps:
         checkpoint_all()  # trained: an interrupt while measuring retrains nothing
     results = []
