@@ -71,6 +71,23 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on():
     assert results[0].diverged_at is None and np.all(np.isfinite(results[0].losses))
 
 
+def test_a_diverging_plateau_member_keeps_its_last_finite_weights():
+    """Its schedule is stepped on the host and stops with it; its frozen LR is 0, not NaN."""
+    settings = TrainSettings(steps=60, batch_size=64, emb_size=16, hidden_size=32)
+    points = data.load("moons", 500)
+    plateau = schedules.resolve("plateau", {"window": 1, "every": 1, "patience": 2, "factor": 0.5})
+    members = [Member(points, plateau, 0, 1e4), Member(points, plateau, 1, 3e-4)]
+    diverged, healthy = train_fleet(members, settings, shards=1)
+    assert diverged.diverged_at is not None
+    assert len(diverged.lrs) == diverged.diverged_at + 1 and np.all(np.isfinite(diverged.lrs))
+    for param in (*diverged.model.parameters(), *diverged.ema_model.parameters()):
+        assert torch.isfinite(param).all()
+    alone = train_reference(points, plateau, settings, 1)
+    np.testing.assert_allclose(healthy.losses, alone.losses, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(healthy.lrs, alone.lrs, rtol=1e-12)
+    assert healthy.lrs[-1] < healthy.lrs[0]  # its plateau acted, on the host, on its own loss
+
+
 def test_a_failing_shard_stops_the_fleet_with_its_own_error():
     settings = TrainSettings(steps=400, batch_size=32, emb_size=8, hidden_size=16)
     points = data.load("moons", 300)

@@ -7,7 +7,8 @@ its gradient clipping by its own norm, its EMA (and post-hoc EMAs with their sna
 tracked), and its divergence: a member whose loss turns NaN/inf is frozen and recorded as
 diverged while the others go on. What the members share is the step: every matmul is batched
 over the K axis, so one fleet step costs K runs' arithmetic but only one run's worth of Python,
-dispatch and kernel launches.
+dispatch and kernel launches. Nothing is read back from the device per step: LRs, losses and
+divergence live in the shard's ``FleetLedger``, which the host reads every few steps.
 """
 
 from __future__ import annotations
