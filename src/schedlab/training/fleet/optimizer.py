@@ -14,7 +14,7 @@ class FleetAdamW:
     - ``per_row`` (CPU): each run by torch's own fused AdamW kernel on its row, with its own
       LR, a 0-d tensor read by the kernel (no host value per step). The kernel is one pass over
       weights, gradients and moments; K calls over the rows cost what one call over the whole
-      [K, P] does (``benchmarks/engine.py``, ``adamw_*`` keys), the pass being bound by memory.
+      [K, P] does (``benchmarks/engine.py``, its ``adamw_ms``), the pass being bound by memory.
     - ``one_pass`` (GPU): ``adamw_one_pass`` over [K, P] with the LRs as a [K, 1] tensor, a
       dozen kernels eagerly whatever K is (instead of K launches), one under torch.compile.
     A run whose LR is 0 (frozen: it diverged) is left untouched, moments included.
