@@ -32,7 +32,13 @@ def lr_curve(
     if steps <= 0:
         raise ValueError(f"steps must be a positive int, got {steps}")
     check_base_lr(base_lr)
-    spec = resolve(name, params, steps)
+    return spec_lr_curve(resolve(name, params, steps), steps, base_lr, metrics)
+
+
+def spec_lr_curve(
+    spec: ScheduleSpec, steps: int, base_lr: float, metrics: Sequence[float] | None = None
+) -> np.ndarray:
+    """``lr_curve`` of a resolved schedule: the LR at each step 0..steps-1 (float64)."""
     param = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=base_lr)
     driver = LRDriver(optimizer, spec, steps)

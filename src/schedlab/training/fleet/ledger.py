@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from schedlab.config.settings import DIVERGE_FACTOR, TrainSettings
+from schedlab.schedules.curves import spec_lr_curve
 from schedlab.schedules.driver import LRDriver
 from schedlab.training.common import Member
 
@@ -29,26 +30,19 @@ READ_EVERY = 50  # steps between reads of a fleet without plateau schedules
 Look = Callable[[int], Callable[[], float] | None]  # member k -> its held-out look, if it has one
 
 
-def schedule_table(
-    members: list[Member], drivers: list[LRDriver], fresh: Callable[[int], LRDriver], steps: int
-) -> np.ndarray:
-    """[steps, K] float64: the LR each loss-independent member's schedule gives at each step
-    (``fresh(k)``: a new driver of member k's schedule); plateau members' columns are NaN,
-    filled as training decides them. Members with one schedule and base LR share one pass."""
+def schedule_table(members: list[Member], drivers: list[LRDriver], steps: int) -> np.ndarray:
+    """[steps, K] float64: the LR each loss-independent member's schedule gives at each step;
+    plateau members' columns are NaN, filled as training decides them. Members with one
+    schedule and base LR share one curve."""
     table = np.full((steps, len(members)), np.nan)
-    done: dict[tuple[float, str], int] = {}
+    curves: dict[tuple[float, str], np.ndarray] = {}
     for k, member in enumerate(members):
         if drivers[k].is_plateau:
             continue
         key = (member.lr, repr(member.schedule))
-        if key in done:
-            table[:, k] = table[:, done[key]]
-            continue
-        stepped = fresh(k)
-        for step in range(steps):
-            table[step, k] = stepped.lr
-            stepped.step(0.0)
-        done[key] = k
+        if key not in curves:
+            curves[key] = spec_lr_curve(member.schedule, steps, member.lr)
+        table[:, k] = curves[key]
     return table
 
 
@@ -60,7 +54,6 @@ class FleetLedger:
         self,
         members: list[Member],
         drivers: list[LRDriver],
-        fresh: Callable[[int], LRDriver],
         settings: TrainSettings,
         device: torch.device,
         losses: np.ndarray,
@@ -72,7 +65,7 @@ class FleetLedger:
         ``start`` (from checkpoints); the ledger fills in the rest as it reads."""
         k_runs = len(drivers)
         self.drivers, self.losses, self.lrs, self.diverged_at = drivers, losses, lrs, diverged_at
-        self.table = schedule_table(members, drivers, fresh, settings.steps)
+        self.table = schedule_table(members, drivers, settings.steps)
         self.host_stepped = [k for k, d in enumerate(drivers) if d.is_plateau]
         for k in self.host_stepped:  # its LR for the next step, as its schedule now stands
             if start < settings.steps:

@@ -144,12 +144,7 @@ def train_shard(
 
     losses_and_gradients = CompiledOrEager(compute.losses_and_gradients, use_compile)
 
-    def fresh_driver(k: int) -> LRDriver:
-        return stand_in_driver(members[k].lr, members[k].schedule, settings.steps)
-
-    ledger = FleetLedger(
-        members, drivers, fresh_driver, settings, device, losses, lrs, diverged_at, step
-    )
+    ledger = FleetLedger(members, drivers, settings, device, losses, lrs, diverged_at, step)
 
     def watched(k: int) -> Callable[[], float] | None:
         if heldout_loss is None or not drivers[k].watches_heldout:
