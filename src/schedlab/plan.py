@@ -21,7 +21,8 @@ from typing import Any
 from schedlab import data
 from schedlab.config.engines import Engine, engine_for
 from schedlab.config.settings import Settings
-from schedlab.config.study import StudySpec
+from schedlab.config.study import StudySpec, model_spec
+from schedlab.model.registry import ModelSpec
 from schedlab.schedules.registry import ScheduleSpec, resolve
 
 # Bump when a change alters the numbers a run produces: old results then get new ids.
@@ -45,6 +46,18 @@ class RunSpec:
     def dim(self) -> int:
         return data.dim(self.dataset, self.settings.data.dim)
 
+    @property
+    def model(self) -> ModelSpec:
+        """The model it trains, built for the shape its samples have for that model."""
+        s = self.settings
+        return model_spec(s.model, s.train, self.dataset, s.data.dim)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One sample's shape as its model sees it ([d] for the mlp, [1, 8, 8] digits for
+        the unet)."""
+        return self.model.shape
+
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's weights (not the label, not eval settings)."""
         data_settings = self.settings.data.model_dump(mode="json", exclude_none=True)
@@ -53,8 +66,14 @@ class RunSpec:
             # it for a mixture are the same runs as digits alone.
             data_settings.pop("dim", None)
         source = self.schedule.definition.source_hash
+        data_source = data.get(self.dataset).source_hash
         posthoc = self.settings.ema
+        model = self.model
         return {
+            # The model when it is not the mlp (whose sizes [train] holds: ids from before
+            # models were an axis stay), and a user dataset's module source.
+            **({"model": model.identity()} if model.name != "mlp" else {}),
+            **({"dataset_source": data_source} if data_source is not None else {}),
             # Post-hoc EMA's snapshots are part of what training leaves (absent when off).
             **({"posthoc": posthoc.model_dump(mode="json")} if posthoc.posthoc else {}),
             # A user schedule's module source (absent for schedlab's own: their ids stay).
@@ -127,7 +146,16 @@ def fleet_key(run: RunSpec) -> tuple:
     size, training settings (the base LR may differ per member) and post-hoc EMA tracking."""
     train = run.settings.train.model_dump(exclude={"lr"})
     posthoc = run.settings.ema.model_dump_json()
-    return (run.engine, run.dim, run.settings.data.n, tuple(sorted(train.items())), posthoc)
+    model = json.dumps(run.model.identity(), sort_keys=True)
+    return (
+        run.engine,
+        run.dim,
+        run.shape,
+        model,
+        run.settings.data.n,
+        tuple(sorted(train.items())),
+        posthoc,
+    )
 
 
 def fleets(

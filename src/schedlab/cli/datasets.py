@@ -16,13 +16,14 @@ from schedlab.cli.common import app, out
 def datasets(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
 ) -> None:
-    """List the datasets: name, dimension, where the points come from, what they are."""
+    """List the datasets: name, dimension, image shape, source, what they are."""
     from schedlab import data
 
     if as_json:
         listing = {
             name: {
                 "dim": data.DATASETS[name].dim,  # null: any ([data] dim)
+                "image_shape": data.DATASETS[name].image_shape,  # for models of images
                 "description": data.DATASETS[name].description,
                 "source": data.DATASETS[name].source,
             }
@@ -32,10 +33,11 @@ def datasets(
         return
 
     table = Table(title="schedlab datasets (held-out split: the same generator, seed 20250042)")
-    for column in ("name", "dim", "description", "source"):
+    for column in ("name", "dim", "images", "description", "source"):
         table.add_column(column, style="bold" if column == "name" else None)
     for name in data.names():
         dataset = data.DATASETS[name]
         dim = str(dataset.dim) if dataset.dim else f"any ([data] dim, default {data.DEFAULT_DIM})"
-        table.add_row(name, escape(dim), escape(dataset.description), escape(dataset.source))
+        image = "x".join(map(str, dataset.image_shape)) if dataset.image_shape else "-"
+        table.add_row(name, escape(dim), image, escape(dataset.description), escape(dataset.source))
     out.print(table)

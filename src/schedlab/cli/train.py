@@ -21,17 +21,30 @@ if TYPE_CHECKING:
     from schedlab.store.records import Commit
 
 
-def settings_from(assignments: list[str], steps: int) -> Settings:
-    """Defaults, then ``--set key=value`` (key from any section, e.g. n, batch_size, samples)."""
+def settings_from(
+    assignments: list[str],
+    steps: int,
+    model: str = "mlp",
+    model_params: list[str] | None = None,
+) -> Settings:
+    """Defaults, then ``--set key=value`` (key from any section, e.g. n, batch_size, samples),
+    and the model ``model`` with ``--model-param key=value`` (the mlp's go to [train])."""
     from schedlab.config.settings import Settings
 
     if steps <= 0:
         raise ValueError(f"--steps must be a positive int, got {steps}")
-    sections: dict[str, dict[str, Any]] = {"data": {}, "train": {"steps": steps}, "eval": {}}
+    options = dict(parse_assignment(text) for text in model_params or [])
+    sections: dict[str, dict[str, Any]] = {
+        "data": {},
+        "train": {"steps": steps, **(options if model == "mlp" else {})},
+        "eval": {},
+        "model": {"name": model, **({} if model == "mlp" else options)},
+    }
     owners = {
         key: section
-        for section, model in Settings.model_fields.items()
-        for key in model.annotation.model_fields  # type: ignore[union-attr]
+        for section, fields in Settings.model_fields.items()
+        if section != "model"
+        for key in fields.annotation.model_fields  # type: ignore[union-attr]
     }
     for text in assignments:
         key, value = parse_assignment(text)
@@ -63,6 +76,12 @@ def train(
         list[str] | None,
         typer.Option("--set", help="setting key=value, e.g. n=4000, batch_size=128, samples=500"),
     ] = None,
+    model: Annotated[
+        str, typer.Option(help="mlp, unet, or module:factory (see `schedlab models`)")
+    ] = "mlp",
+    model_param: Annotated[
+        list[str] | None, typer.Option(help="model setting key=value (repeatable)")
+    ] = None,
     engine: EngineOption = "fleet",
     device: DeviceOption = "cpu",
     threads: ThreadsOption = None,
@@ -79,6 +98,7 @@ def train(
 ) -> None:
     """Train and measure one run of the reference DDPM."""
     from schedlab.config.engines import check_engine_options, engine_for
+    from schedlab.config.study import model_spec
     from schedlab.execute.work import Worker
     from schedlab.measure.registry import METRICS
     from schedlab.plan import RunSpec
@@ -90,8 +110,9 @@ def train(
     check_engine_options(engine, None, device)
     if target is not None and not 0 < target < math.inf:
         raise ValueError(f"--target must be a positive loss, got {target}")
-    settings = settings_from(set_ or [], steps)
+    settings = settings_from(set_ or [], steps, model, model_param)
     data.check_dim_setting([dataset], settings.data.dim)
+    model_spec(settings.model, settings.train, dataset, settings.data.dim)
     spec = resolve(schedule, schedule_params(param or []), settings.train.steps)
     check_user_schedule(spec, settings.train.steps)
     run = RunSpec(dataset, spec, schedule, seed, settings, engine_for(engine, spec))
@@ -121,6 +142,7 @@ def train(
         "seed": seed,
         "engine": run.engine,
         "run_id": run.run_id,
+        "model": run.model.identity(),
         "status": str(commit.status),
         "diverged_at": commit.diverged_at,
         **{key: commit.measurements.get(key, ("", math.nan))[1] for key in METRICS},
@@ -180,7 +202,7 @@ def show_metrics(result: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, metric in METRICS.items():
-        if not metric.applies(result["dataset"]):
+        if not metric.applies(result["dataset"], tuple(result["model"]["shape"])):
             continue
         value = result.get(key, math.nan)
         shown = "-" if not math.isfinite(value) else f"{value:.4f}"

@@ -143,8 +143,27 @@ class PosthocSettings(_Section):
         return value
 
 
+# The MLP's sizes: accepted under [model] (where they belong) and under [train] (where study
+# files before models were an axis put them, and where run ids keep reading them).
+MLP_SIZES = ("emb_size", "hidden_size", "hidden_layers")
+
+
+class ModelSettings(BaseModel):
+    """`[model]`: ``name`` (mlp, unet, or module:factory) and the model's settings (the other
+    keys, checked against the model's own when a study is validated)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    name: str = Field("mlp", min_length=1, description="mlp, unet, or module:factory")
+
+    @property
+    def options(self) -> dict[str, object]:
+        return dict(self.model_extra or {})
+
+
 class Settings(_Section):
     data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
     ema: PosthocSettings = PosthocSettings()

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schedlab import data
+from schedlab import data, usercode
 from schedlab.config.errors import first_error
 from schedlab.config.presets import study_source
 from schedlab.config.settings import (
+    MLP_SIZES,
     DataSettings,
     EvalSettings,
+    ModelSettings,
     PosthocSettings,
     Settings,
     TargetSettings,
     TrainSettings,
 )
 from schedlab.config.tune import SpaceOverride, TuneSettings
+from schedlab.model import registry as models
 from schedlab.schedules import registry
 
 
@@ -75,10 +79,31 @@ class StudySpec(BaseModel):
     datasets: list[str] = Field(min_length=1)
     seeds: int | list[int] = 1
     data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
     ema: PosthocSettings = PosthocSettings()
     target: TargetSettings = TargetSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mlp_sizes_in_train(cls, value: object) -> object:
+        """The MLP's sizes given under [model] are kept under [train], where run ids read them
+        (so a study that moves them keeps its runs)."""
+        if not isinstance(value, dict) or not isinstance(value.get("model"), dict):
+            return value
+        model = dict(value["model"])
+        if model.get("name", "mlp") != "mlp":
+            return value
+        train = dict(value.get("train") or {})
+        for key in MLP_SIZES:
+            if key in model:
+                size = model.pop(key)
+                if key in train and train[key] != size:
+                    raise ValueError(f"{key} is given twice: [model] and [train] differ")
+                train[key] = size
+        return {**value, "model": model, "train": train}
+
     tune: TuneSettings | None = None
     schedules: list[ScheduleEntry] = Field(min_length=1)
 
@@ -120,6 +145,19 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _valid_dim(self) -> StudySpec:
         data.check_dim_setting(self.datasets, self.data.dim)
+        return self
+
+    @model_validator(mode="after")
+    def _valid_model(self) -> StudySpec:
+        if self.model.name != "mlp":
+            stray = [k for k in MLP_SIZES if k in self.train.model_fields_set]
+            if stray:
+                raise ValueError(
+                    f"[train] {stray[0]} sizes the mlp, but the model is {self.model.name!r}; "
+                    "give its settings under [model]"
+                )
+        for dataset in self.datasets:
+            model_spec(self.model, self.train, dataset, self.data.dim)
         return self
 
     @model_validator(mode="after")
@@ -186,7 +224,18 @@ class StudySpec(BaseModel):
 
     def settings_for(self, entry: ScheduleEntry) -> Settings:
         train = self.train if entry.lr is None else self.train.model_copy(update={"lr": entry.lr})
-        return Settings(data=self.data, train=train, eval=self.eval, ema=self.ema)
+        return Settings(data=self.data, model=self.model, train=train, eval=self.eval, ema=self.ema)
+
+
+def model_spec(
+    model: ModelSettings, train: TrainSettings, dataset: str, dim: int | None
+) -> models.ModelSpec:
+    """The model a run of ``dataset`` trains, resolved for its samples' shape (the mlp's sizes
+    come from [train])."""
+    options = model.options
+    if model.name == "mlp":
+        options = {key: getattr(train, key) for key in MLP_SIZES}
+    return models.resolve(model.name, options, data.shape(dataset, dim), dataset)
 
 
 def default_baseline(labels: list[str]) -> str:
@@ -207,5 +256,9 @@ def parse_study(text: str, source: str) -> StudySpec:
 
 
 def load_study(ref: str) -> StudySpec:
-    """A study from a TOML file path or a preset name (paper, quick)."""
-    return parse_study(*study_source(ref))
+    """A study from a TOML file path or a preset name (paper, quick). User modules it names
+    are looked for beside the file."""
+    text, source = study_source(ref)
+    if not source.startswith("preset "):
+        usercode.add_study_dir(Path(source).parent)
+    return parse_study(text, source)

@@ -1,7 +1,9 @@
 """Datasets by name: each declares its dimension and how to generate n points from a seed.
 
-The reference study's four 2D sets live in ``toy2d``; ``digits`` (64-D) and ``mixture`` (any
-dimension, its density known) test whether a ranking found in 2-D holds higher up. The
+The reference study's four 2D sets live in ``toy2d``; ``digits`` (64-D vectors, or [1, 8, 8]
+images for a model that takes images) and ``mixture`` (any dimension, its density known) test
+whether a ranking found in 2-D holds higher up. A user dataset is named ``module:function``,
+called as ``function(n, seed)`` -> array [n, *shape] (``schedlab.usercode`` finds it). The
 training set is a dataset's generator under seed ``TRAIN_SEED`` (42, as the reference); the
 held-out split for evaluation is the same generator under ``HELDOUT_SEED``, never a slice of
 the training points. Nothing here imports torch.
@@ -9,11 +11,14 @@ the training points. Nothing here imports torch.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from schedlab import usercode
 from schedlab.data import digits, mixture, toy2d
 from schedlab.data.seeds import HELDOUT_SEED, TRAIN_SEED
 
@@ -29,6 +34,15 @@ class Dataset:
     source: str = ""
     # The true log-density of points [m, d], in nats, where it is known.
     log_density: Callable[[np.ndarray], np.ndarray] | None = None
+    # The [C, H, W] images its vectors are, offered to models that take images (digits).
+    image_shape: tuple[int, ...] | None = None
+    source_hash: str | None = None  # a user dataset's module source
+
+    def shape(self, requested: int | None = None) -> tuple[int, ...]:
+        """One sample's natural shape: its image shape, else its vector dimension."""
+        if self.image_shape is not None:
+            return self.image_shape
+        return (self.dim if self.dim is not None else requested or DEFAULT_DIM,)
 
 
 DATASETS: dict[str, Dataset] = {}
@@ -56,6 +70,7 @@ register(
         digits.digits,
         "8x8 handwritten digits, dequantized; every 5th image held out",
         "scikit-learn's load_digits (1,797 images, shipped with scikit-learn)",
+        image_shape=(1, 8, 8),
     )
 )
 register(
@@ -75,9 +90,57 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Dataset:
+    if usercode.is_reference(name):
+        return user_defined(name)
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(names())}")
+        raise ValueError(
+            f"unknown dataset {name!r}; valid datasets: {', '.join(names())}, or module:function"
+        )
     return DATASETS[name]
+
+
+@functools.cache  # one import, probe and source hash per process
+def user_defined(reference: str) -> Dataset:
+    """A dataset from ``module:function``, function(n, seed) -> [n, *shape]; its shape is
+    probed once with a few points."""
+    function, module = usercode.load(reference, "dataset")
+    probe = _checked(reference, _called(reference, function, 4, TRAIN_SEED), 4, None)
+    shape = tuple(int(s) for s in probe.shape[1:])
+    return Dataset(
+        reference,
+        math.prod(shape),
+        function,
+        usercode.first_line(function, "user-defined dataset"),
+        "user module",
+        image_shape=shape if len(shape) != 1 else None,
+        source_hash=usercode.source_hash(module),
+    )
+
+
+def _called(name: str, function: Callable[..., object], *args: int) -> object:
+    try:
+        return function(*args)
+    except Exception as err:  # user code: its failure is one line naming it
+        raise ValueError(f"dataset {name!r} raised {type(err).__name__}: {err}") from err
+
+
+def _checked(name: str, raw: object, n: int, shape: tuple[int, ...] | None) -> np.ndarray:
+    """``raw`` as float32 [n, *shape], finite; a one-line ValueError naming the dataset else."""
+    try:
+        points = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"dataset {name!r} did not return an array of numbers: {err}") from err
+    if points.ndim < 2 or points.shape[0] != n or (shape is not None and points.shape[1:] != shape):
+        expected = f"({n}, {', '.join(map(str, shape))})" if shape else f"({n}, ...)"
+        raise ValueError(f"dataset {name!r} generated shape {points.shape}, expected {expected}")
+    if not np.isfinite(points).all():
+        raise ValueError(f"dataset {name!r} generated NaN or infinite values")
+    return points
+
+
+def shape(name: str, requested: int | None = None) -> tuple[int, ...]:
+    """One sample's natural shape for dataset ``name`` (see ``Dataset.shape``)."""
+    return get(name).shape(requested)
 
 
 def check_name(name: str) -> str:
@@ -104,20 +167,29 @@ def check_dim_setting(datasets: list[str], requested: int | None) -> None:
 
 
 def load(
-    name: str, n: int = 100_000, seed: int = TRAIN_SEED, dimension: int | None = None
+    name: str,
+    n: int = 100_000,
+    seed: int = TRAIN_SEED,
+    dimension: int | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """``n`` points of dataset ``name`` as float32 of shape [n, dim]."""
+    """``n`` points of dataset ``name`` as float32 of shape [n, dim], or [n, *shape] for a
+    ``shape`` of as many numbers (digits as [1, 8, 8] images)."""
     dataset = get(name)
     if n <= 0:
         raise ValueError(f"n must be a positive number of points, got {n}")
     size = dim(name, dimension)
-    raw = dataset.generate(n, seed) if dataset.dim is not None else dataset.generate(n, seed, size)
-    points = np.asarray(raw, dtype=np.float32)
-    if points.shape != (n, size):
-        raise ValueError(f"dataset {name!r} generated shape {points.shape}, expected ({n}, {size})")
-    return points
+    args = (n, seed) if dataset.dim is not None else (n, seed, size)
+    raw = _called(name, dataset.generate, *args)
+    natural = dataset.shape(size)
+    if dataset.image_shape is not None and np.shape(raw)[1:] == (size,):
+        raw = np.reshape(raw, (n, *natural))  # a built-in's images come as vectors
+    points = _checked(name, raw, n, natural)
+    return points.reshape(n, *(shape or (size,)))
 
 
-def load_heldout(name: str, n: int = 10_000, dimension: int | None = None) -> np.ndarray:
+def load_heldout(
+    name: str, n: int = 10_000, dimension: int | None = None, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
     """A held-out evaluation split: the same distribution under a seed training never uses."""
-    return load(name, n, seed=HELDOUT_SEED, dimension=dimension)
+    return load(name, n, seed=HELDOUT_SEED, dimension=dimension, shape=shape)

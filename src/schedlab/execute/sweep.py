@@ -90,7 +90,7 @@ def sweep_todo(
             (std, m)
             for std in stds
             for m in metrics
-            if m.applies(run.dataset)
+            if m.applies(run.dataset, run.shape)
             and (run.run_id, std, m.key, m.key_for(run.settings.eval)) not in have
         ]
         if missing:
@@ -129,6 +129,7 @@ def sweep_study(
                 run.settings.eval.samples,
                 workload.dtype,
                 run.settings.eval.sample_chunk,
+                workload.shape,
             )
             drawn = [(p, seconds) for p in points]
         rows = []

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
@@ -23,13 +24,14 @@ from schedlab.measure.losses import reference_eval_losses
 from schedlab.measure.registry import METRICS, Metric, enabled, sample_key
 from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
-from schedlab.model.denoiser import Denoiser, load_weights_vector, weights_vector
+from schedlab.model.denoiser import load_weights_vector, weights_vector
+from schedlab.model.registry import ModelSpec
 from schedlab.plan import RunSpec
 from schedlab.schedules.curves import check_user_schedule
 from schedlab.store.records import Commit
 from schedlab.store.status import RunStatus
 from schedlab.training import engines
-from schedlab.training.common import Member, Progress, TrainResult
+from schedlab.training.common import Member, Progress, TrainResult, build_model
 
 
 def error_line(err: BaseException) -> str:
@@ -52,9 +54,9 @@ class Worker:
         self.workloads: dict[tuple, Workload] = {}
 
     def workload(self, run: RunSpec) -> Workload:
-        key = Workload.key(run.dataset, run.settings)
+        key = Workload.key(run.dataset, run.settings, run.shape)
         if key not in self.workloads:
-            self.workloads[key] = Workload(run.dataset, run.settings)
+            self.workloads[key] = Workload(run.dataset, run.settings, run.shape)
         return self.workloads[key]
 
     def train_fleet(self, fleet: list[RunSpec]) -> Iterator[RunOutcome]:
@@ -74,7 +76,7 @@ class Worker:
         fleet = runnable
         workloads = [self.workload(run) for run in fleet]
         members = [
-            Member(w.points, r.schedule, r.seed, r.settings.train.lr)
+            Member(w.points, r.schedule, r.seed, r.settings.train.lr, model_of(r))
             for w, r in zip(workloads, fleet, strict=True)
         ]
         checkpoints, restart = None, None
@@ -136,6 +138,7 @@ class Worker:
             first.settings.eval.samples,
             workload.dtype,
             first.settings.eval.sample_chunk,
+            workload.shape,
         )
         return {run.run_id: (p, seconds) for (run, *_), p in zip(wanted, points, strict=True)}
 
@@ -215,10 +218,15 @@ class Worker:
         measured = evaluate(workload, trained, run.seed, run.settings, metrics)
         return keyed(measured, run.settings), sampled(measured, run.settings), measured.notes
 
-    def model(self, run: RunSpec, vector: np.ndarray) -> Denoiser:
-        t = run.settings.train
-        model = Denoiser(t.emb_size, t.hidden_size, t.hidden_layers, run.dim).to(t.torch_dtype)
+    def model(self, run: RunSpec, vector: np.ndarray) -> nn.Module:
+        """The run's model with the stored weights ``vector``."""
+        model = build_model(run.settings.train, run.seed, run.dim, model_of(run))
         return load_weights_vector(model, vector)
+
+
+def model_of(run: RunSpec) -> ModelSpec | None:
+    """The model a run trains (None: the mlp of its [train] sizes, the engines' fast path)."""
+    return None if run.settings.model.name == "mlp" else run.model
 
 
 def posthoc_plan(settings: Settings) -> PosthocPlan | None:

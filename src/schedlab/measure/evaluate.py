@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from schedlab import data
 from schedlab.config.settings import Settings
@@ -21,7 +22,6 @@ from schedlab.measure.losses import reference_eval_losses
 from schedlab.measure.registry import Metric, Need, enabled
 from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
-from schedlab.model.denoiser import Denoiser
 
 
 @dataclass
@@ -29,9 +29,9 @@ class Trained:
     """What training left of a run (fresh from an engine, or read back from the store)."""
 
     training_time: float
-    model: Denoiser | None = None  # raw weights; None when not kept
-    ema_model: Denoiser | None = None
-    samples: tuple[np.ndarray, float] | None = None  # stored samples [m, d] and their seconds
+    model: nn.Module | None = None  # raw weights; None when not kept
+    ema_model: nn.Module | None = None
+    samples: tuple[np.ndarray, float] | None = None  # stored samples [m, *s], their seconds
     # Samples drawn with its fleet after training (to be stored), and their seconds per run.
     drawn: tuple[np.ndarray, float] | None = None
     eval_loss: float | None = None  # the reference eval loss, measured with its fleet
@@ -63,7 +63,7 @@ class MeasureContext:
         }[need]
 
     def samples(self) -> tuple[np.ndarray, float]:
-        """The run's samples [m, d] from its EMA weights, and the seconds drawing them took."""
+        """The run's samples [m, *s] from its EMA weights, and the seconds drawing them took."""
         if self.trained.samples is not None:
             return self.trained.samples
         if self.drawn is None:
@@ -76,6 +76,7 @@ class MeasureContext:
                 self.settings.eval.samples,
                 w.dtype,
                 self.settings.eval.sample_chunk,
+                w.shape,
             )
             self.drawn = points, seconds
         return self.drawn
@@ -146,7 +147,9 @@ def evaluate(
     notes: list[str] = []
     for metric in metrics if metrics is not None else enabled(settings.eval):
         missing = sorted(need for need in metric.needs if not context.available(need))
-        if (diverged and metric.needs_model()) or not metric.applies(workload.dataset):
+        if (diverged and metric.needs_model()) or not metric.applies(
+            workload.dataset, workload.shape
+        ):
             values[metric.key] = math.nan
         elif missing:
             values[metric.key] = math.nan

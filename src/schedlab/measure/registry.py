@@ -53,8 +53,9 @@ class Metric:
     floor: str | None = None  # the metric that measures what a perfect model scores
     enabled: Callable[[EvalSettings], bool] = lambda _: True
     description: str = ""  # one line for readers of a report
-    # Whether it means anything for a dataset (the true log-density exists for some only).
-    applies: Callable[[str], bool] = lambda _: True
+    # Whether it means anything for a dataset whose samples have this shape (the true
+    # log-density exists for some only; the sample distances and KL are for vectors).
+    applies: Callable[[str, tuple[int, ...]], bool] = lambda _dataset, _shape: True
     # Derived when a study is read (it needs the study's target), never stored.
     derived: bool = False
     # It scores the EMA weights (or their samples): a post-hoc EMA sweep can measure it.
@@ -109,6 +110,11 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def vectors(_dataset: str, shape: tuple[int, ...]) -> bool:
+    """KL (kNN) and the sample distances compare points: they apply to vector data."""
+    return len(shape) == 1
+
+
 register(
     Metric(
         "kl_divergence",
@@ -125,6 +131,7 @@ register(
             "kNN estimate (k = 5, Chebyshev) of KL(real || generated), real = the training set"
         ),
         averaged=True,
+        applies=vectors,
     )
 )
 
@@ -145,6 +152,7 @@ register(
             "over 256 fixed directions"
         ),
         averaged=True,
+        applies=vectors,
     )
 )
 register(
@@ -164,6 +172,7 @@ register(
             "side"
         ),
         averaged=True,
+        applies=vectors,
     )
 )
 register(
@@ -264,6 +273,7 @@ register(
             "the KL estimate of a fresh real sample: the estimator's bias, what a perfect model "
             "scores"
         ),
+        applies=vectors,
     )
 )
 
@@ -280,6 +290,7 @@ register(
         lambda ctx: ctx.sliced_wasserstein(real=True),
         table=False,
         description="the sliced Wasserstein distance of a fresh real sample",
+        applies=vectors,
     )
 )
 register(
@@ -294,12 +305,13 @@ register(
         lambda ctx: ctx.mmd(real=True),
         table=False,
         description="the MMD^2 of a fresh real sample (about 0)",
+        applies=vectors,
     )
 )
 
 
-def _has_density(dataset: str) -> bool:
-    return data.get(dataset).log_density is not None
+def _has_density(dataset: str, shape: tuple[int, ...]) -> bool:
+    return vectors(dataset, shape) and data.get(dataset).log_density is not None
 
 
 register(

@@ -21,15 +21,19 @@ from schedlab.training.common import noise_schedule
 
 
 class Workload:
-    def __init__(self, dataset: str, settings: Settings) -> None:
+    def __init__(
+        self, dataset: str, settings: Settings, shape: tuple[int, ...] | None = None
+    ) -> None:
+        """``shape``: one sample's shape as the run's model sees it (default: vectors)."""
         self.dataset = dataset
         self.settings = settings
         self.dim = data.dim(dataset, settings.data.dim)
+        self.shape = shape or (self.dim,)
         self.dtype = settings.train.torch_dtype
-        self.points = data.load(dataset, settings.data.n, dimension=self.dim)  # [n, d]
+        self.points = data.load(dataset, settings.data.n, dimension=self.dim, shape=self.shape)
         self.noise: NoiseSchedule = noise_schedule(settings.train)
         # Built now, not on first use: a fleet's shard threads all read it while training.
-        heldout = data.load_heldout(dataset, settings.eval.heldout, self.dim)
+        heldout = data.load_heldout(dataset, settings.eval.heldout, self.dim, self.shape)
         self.heldout = HeldoutLoss(heldout, self.noise, self.dtype)
 
     @cached_property
@@ -59,7 +63,15 @@ class Workload:
         return self.distances.mmd(self.fresh_sample)
 
     @staticmethod
-    def key(dataset: str, settings: Settings) -> tuple:
+    def key(dataset: str, settings: Settings, shape: tuple[int, ...] | None = None) -> tuple:
         """Settings that change a workload (not the schedule, LR or step count)."""
         t = settings.train
-        return (dataset, settings.data, settings.eval, t.dtype, t.timesteps, t.beta_schedule)
+        return (
+            dataset,
+            shape,
+            settings.data,
+            settings.eval,
+            t.dtype,
+            t.timesteps,
+            t.beta_schedule,
+        )

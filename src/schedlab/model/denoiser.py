@@ -70,6 +70,13 @@ class Denoiser(nn.Module):
         return self.output(torch.relu(h))
 
 
+def mlp(
+    shape: tuple[int, ...], emb_size: int = 128, hidden_size: int = 256, hidden_layers: int = 3
+) -> Denoiser:
+    """The registry's factory of ``mlp``: a Denoiser for vectors of shape [d]."""
+    return Denoiser(emb_size, hidden_size, hidden_layers, in_dim=shape[0])
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

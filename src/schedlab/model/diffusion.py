@@ -67,9 +67,11 @@ class NoiseSchedule:
         return moved
 
     def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, for x0 and eps [*t.shape, *shape]
+        (any rank: diffusers' add_noise)."""
         return (
-            self.sqrt_abar[t].unsqueeze(-1) * x0 + self.sqrt_one_minus_abar[t].unsqueeze(-1) * eps
+            per_sample(self.sqrt_abar[t], x0) * x0
+            + per_sample(self.sqrt_one_minus_abar[t], x0) * eps
         )
 
     def step(
@@ -81,6 +83,11 @@ class NoiseSchedule:
         if t > 0 and z is not None:
             return mean + self.posterior_std[t] * z
         return mean
+
+
+def per_sample(coefficient: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``coefficient`` [*lead] shaped to broadcast over samples x [*lead, *shape]."""
+    return coefficient.reshape(*coefficient.shape, *[1] * (x.dim() - coefficient.dim()))
 
 
 def noise_prediction_loss(
@@ -99,15 +106,18 @@ def sample(
     dtype: torch.dtype = torch.float32,
     chunk: int = 1000,
     device: str | torch.device = "cpu",
-    dim: int = 2,
+    dim: int | tuple[int, ...] = 2,
 ) -> torch.Tensor:
-    """Ancestral DDPM sampling of n points of ``dim`` coordinates, ``chunk`` points at a time.
+    """Ancestral DDPM sampling of n samples of shape ``dim`` (an int: vectors), ``chunk`` at
+    a time.
 
     Chunking keeps the activations in cache (about 1,000 points is much faster on CPU than one
     10,000-point batch) and does not change the result: all noise is drawn up front.
     """
-    x_all = torch.randn(n, dim, generator=generator, dtype=dtype).to(device)
-    z_all = torch.randn(schedule.timesteps - 1, n, dim, generator=generator, dtype=dtype).to(device)
+    shape = (dim,) if isinstance(dim, int) else tuple(dim)
+    x_all = torch.randn(n, *shape, generator=generator, dtype=dtype).to(device)
+    steps = schedule.timesteps - 1
+    z_all = torch.randn(steps, n, *shape, generator=generator, dtype=dtype).to(device)
     out = []
     for start in range(0, n, chunk):
         x = x_all[start : start + chunk]

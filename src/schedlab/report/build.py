@@ -88,7 +88,7 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
                     r.warning or "",
                 ]
             )
-    ranks, profile = ranks_and_profile(view, rows)
+    ranked_by, ranks, profile = ranks_and_profile(view, rows)
     figures = {name: draw(view, store, out_dir) for name, draw in FIGURES.items()}
     if view.tuning:
         figures["sensitivity"] = sensitivity_figure(view, out_dir)
@@ -99,7 +99,11 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
         sweep_section(view, store, out_dir),
         tuning_section(view),
         html.ranking_section(
-            ranks, profile, ranks_by_metric(view.labels, rows), profiles_by_metric(view, rows)
+            ranked_by,
+            ranks,
+            profile,
+            ranks_by_metric(view.labels, rows),
+            profiles_by_metric(view, rows),
         ),
         html.time_to_target_section(view, rows),
         html.metric_sections(view, rows),

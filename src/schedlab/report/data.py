@@ -6,10 +6,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from schedlab import data
 from schedlab.config.settings import EvalSettings, TargetSettings
 from schedlab.config.study import default_baseline
 from schedlab.measure.registry import METRICS, measurement_keys, sample_key
 from schedlab.measure.targets import dataset_targets, with_time_to_target
+from schedlab.model import registry as models
 from schedlab.store.records import RunRecord
 from schedlab.store.status import FINISHED, RunStatus
 from schedlab.store.store import Store
@@ -36,6 +38,12 @@ class StudyView:
 
     def finished(self) -> list[RunRecord]:
         return [r for r in self.records if r.status == RunStatus.DONE]
+
+    def sample_shape(self, dataset: str) -> tuple[int, ...]:
+        """One sample's shape as the study's model sees it (what a metric applies to)."""
+        name = (self.spec.get("model") or {}).get("name", models.DEFAULT)
+        dim = (self.spec.get("data") or {}).get("dim")
+        return models.lookup(name).sample_shape(data.shape(dataset, dim), dataset)
 
     def values(self, label: str, dataset: str, metric: str) -> dict[int, float]:
         """seed -> metric for the finished runs of one cell."""

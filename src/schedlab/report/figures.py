@@ -54,6 +54,24 @@ def panels(n: int, height: float = 3.0, width: float = 3.6) -> tuple[Figure, lis
     return fig, list(axes)
 
 
+GRID = 4  # image samples are shown as a GRID x GRID mosaic
+
+
+def image_grid(images: np.ndarray) -> np.ndarray:
+    """The first GRID^2 images [n, C, H, W] as one mosaic [GRID H, GRID W] (or with 3
+    channels [.., .., 3]), each image scaled to [0, 1] by the samples' common range, 1-pixel
+    borders between them."""
+    count, channels, height, width = images.shape
+    shown = np.zeros((GRID * GRID, channels, height, width))
+    shown[: min(count, GRID * GRID)] = images[: GRID * GRID]
+    low, high = np.nanmin(shown), np.nanmax(shown)
+    shown = (shown - low) / (high - low) if high > low else np.zeros_like(shown)
+    padded = np.pad(shown, ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=1.0)
+    mosaic = padded.reshape(GRID, GRID, channels, height + 1, width + 1)
+    mosaic = mosaic.transpose(0, 3, 1, 4, 2).reshape(GRID * (height + 1), GRID * (width + 1), -1)
+    return mosaic[..., 0] if channels != 3 else mosaic
+
+
 def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
     rows, cols = len(view.labels), len(view.datasets)
     fig = Figure(figsize=(2.4 * cols, 2.4 * rows), layout="constrained")
@@ -64,8 +82,12 @@ def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
             run_id = first_seed_run(view, label, dataset)
             stored = store.samples(run_id, view.sample_key) if run_id else None
             points = stored[0] if stored is not None else None
-            if points is not None:
-                # Points of more than two coordinates are shown by their first two.
+            if points is not None and points.ndim == 4:
+                ax.imshow(image_grid(points), cmap="gray", interpolation="nearest")
+                ax.set_xlabel(f"first {GRID**2} samples", fontsize="small")
+            elif points is not None:
+                # Points of more than two values are shown by their first two.
+                points = points.reshape(len(points), -1)
                 ax.scatter(
                     points[:, 0], points[:, 1], s=0.3, alpha=0.4, color="C0", rasterized=True
                 )
@@ -73,7 +95,9 @@ def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
                     ax.set_xlabel(f"x0, x1 of {points.shape[1]} coordinates", fontsize="small")
             else:
                 ax.text(0, 0, "no samples", ha="center", va="center", color="grey")
-            ax.set(xlim=(-LIMIT, LIMIT), ylim=(-LIMIT, LIMIT), xticks=[], yticks=[])
+            if points is None or points.ndim != 4:
+                ax.set(xlim=(-LIMIT, LIMIT), ylim=(-LIMIT, LIMIT))
+            ax.set(xticks=[], yticks=[])
             ax.set_aspect("equal")
             if i == 0:
                 ax.set_title(dataset)

@@ -187,18 +187,22 @@ def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
 
 
 def ranking_section(
+    ranked_by: str,
     ranks: dict[str, float],
     profile: dict[str, list[float]],
     by_metric: dict[str, dict[str, float]],
     profiles: dict[str, dict[str, list[float]]],
 ) -> str:
     order = sorted(ranks, key=lambda s: ranks[s])
-    lines = [[s, fmt(ranks[s], 2), *(fmt(v, 2) for v in profile[s])] for s in order]
+    unmeasured = [math.nan] * len(PROFILE_TAUS)
+    lines = [[s, fmt(ranks[s], 2), *(fmt(v, 2) for v in profile.get(s, unmeasured))] for s in order]
     metrics = list(by_metric)
     per_metric = [[s, *(fmt(by_metric[m][s], 2) for m in metrics)] for s in order]
+    name = "KL" if ranked_by == "kl_divergence" else TABLE_METRICS[ranked_by][0].lower()
+    gap = " above the bias floor" if ranked_by == "kl_divergence" else ""
     return (
-        "<h2>Across datasets</h2><p>Mean rank of each schedule's mean KL (1 = best), and its "
-        "performance profile: the fraction of datasets where its KL above the bias floor is "
+        f"<h2>Across datasets</h2><p>Mean rank of each schedule's mean {esc(name)} (1 = best), "
+        f"and its performance profile: the fraction of datasets where its {esc(name)}{gap} is "
         "within a factor τ of the best schedule's.</p>"
         + table(["schedule", "mean rank", *(f"τ = {t:g}" for t in PROFILE_TAUS)], lines)
         + "<p>Mean rank over datasets under every metric (1 = best, each metric's own "

@@ -80,16 +80,24 @@ def paired_rows(view: StudyView) -> list[PairedRow]:
     return rows
 
 
+def ranking_metric(rows: list[SummaryRow]) -> str:
+    """What the headline ranking ranks by: KL where it was measured (vector data), else the
+    held-out EMA loss (images, where KL does not apply)."""
+    measured = any(r.metric == "kl_divergence" and math.isfinite(r.mean) for r in rows)
+    return "kl_divergence" if measured else "eval_loss_heldout_ema"
+
+
 def ranks_and_profile(
     view: StudyView, rows: list[SummaryRow]
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Mean KL rank per schedule, and the performance profile of KL above its bias floor."""
-    metric = "kl_divergence"
+) -> tuple[str, dict[str, float], dict[str, list[float]]]:
+    """(the metric ranked by, mean rank per schedule, the performance profile of its gap to
+    the floor)."""
+    metric = ranking_metric(rows)
     means: dict[str, dict[str, float]] = {label: {} for label in view.labels}
     for row in rows:
         if row.metric == metric:
             means[row.schedule][row.dataset] = row.mean
-    return mean_ranks(means), profiles_by_metric(view, rows).get(metric, {})
+    return metric, mean_ranks(means), profiles_by_metric(view, rows).get(metric, {})
 
 
 def profile_gap(view: StudyView, metric: str, dataset: str, mean: float) -> float:
@@ -181,7 +189,7 @@ def metric_grid(view: StudyView, rows: list[SummaryRow], metric: str) -> list[li
 
     def shown(label: str, dataset: str) -> str:
         row = index[(label, dataset)]
-        if not METRICS[metric].applies(dataset):
+        if not METRICS[metric].applies(dataset, view.sample_shape(dataset)):
             return "n/a"  # the true log-density of digits, say: there is none
         runs = len(view.values(label, dataset, metric))
         return cell(row, digits) + (f" ({row.n} of {runs})" if row.n < runs else "")

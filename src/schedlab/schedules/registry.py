@@ -11,17 +11,12 @@ study, `status`, `export` and `report` never pay for importing it.
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib
-import inspect
 import math
-import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Literal
 
+from schedlab import usercode
 from schedlab.config.params import Param, check_params, parse_assignment, split_top_level
 
 
@@ -288,31 +283,12 @@ def lookup(name: str) -> ScheduleDef:
 def user_defined(path: str) -> ScheduleDef:
     """A schedule from ``module:function``; function(optimizer, steps, **params) -> scheduler.
 
-    The current directory is searched after the installed packages (a console script does not
-    put it on ``sys.path``), so ``my_schedules.py`` beside the study file is found."""
-    module_name, _, attr = path.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-        function = getattr(module, attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"cannot import schedule {path!r}: {err}") from err
-    except Exception as err:  # the module itself raised while being imported
-        raise ValueError(f"cannot import schedule {path!r}: {type(err).__name__}: {err}") from err
-    if not callable(function):
-        raise ValueError(f"schedule {path!r} is not callable")
-    doc = (function.__doc__ or "user-defined schedule").strip().splitlines()[0]
-    return ScheduleDef(path, doc, {}, user_function=function, source_hash=source_hash(module))
-
-
-def source_hash(module: ModuleType) -> str:
-    """A hash of the module's source: editing a user schedule's file makes its runs new ones."""
-    try:
-        text = inspect.getsource(module)
-    except (OSError, TypeError):  # no source file (built in, or made at run time)
-        text = repr(sorted(vars(module)))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    Found as ``schedlab.usercode`` says: installed packages, then beside the study file."""
+    function, module = usercode.load(path, "schedule")
+    doc = usercode.first_line(function, "user-defined schedule")
+    return ScheduleDef(
+        path, doc, {}, user_function=function, source_hash=usercode.source_hash(module)
+    )
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from schedlab.averaging.plan import Snapshot
 from schedlab.config.settings import TrainSettings
 from schedlab.model.denoiser import Denoiser
 from schedlab.model.diffusion import NoiseSchedule
+from schedlab.model.registry import ModelSpec
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.training.seeding import generator, stream_seed
 
@@ -26,16 +28,17 @@ PROGRESS_EVERY = 50
 
 @dataclass(frozen=True)
 class Member:
-    points: np.ndarray  # the run's training set [n, d]
+    points: np.ndarray  # the run's training set [n, *shape]
     schedule: ScheduleSpec
     seed: int
     lr: float  # the run's base LR
+    model: ModelSpec | None = None  # None: the mlp of the settings' sizes
 
 
 @dataclass
 class TrainResult:
-    model: Denoiser
-    ema_model: Denoiser
+    model: nn.Module
+    ema_model: nn.Module
     losses: np.ndarray  # training loss of each completed step
     lrs: np.ndarray  # LR the optimizer used at each completed step
     training_time: float  # seconds of the training loop alone
@@ -52,12 +55,25 @@ def curve_due(done: int, settings: TrainSettings) -> bool:
     return done % settings.curve_interval == 0 or done == settings.steps
 
 
-def build_model(settings: TrainSettings, seed: int, in_dim: int = 2) -> Denoiser:
-    """The initial weights of seed ``seed``, independent of the global RNG."""
+def build_model(
+    settings: TrainSettings, seed: int, in_dim: int = 2, model: ModelSpec | None = None
+) -> nn.Module:
+    """The initial weights of seed ``seed``, independent of the global RNG: ``model``, or
+    (None) the mlp of the settings' sizes for ``in_dim`` coordinates."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(seed, "init"))
-        model = Denoiser(settings.emb_size, settings.hidden_size, settings.hidden_layers, in_dim)
-    return model.to(settings.torch_dtype)
+        if model is None:
+            built = Denoiser(
+                settings.emb_size, settings.hidden_size, settings.hidden_layers, in_dim
+            )
+        else:
+            built = model.build()
+    return built.to(settings.torch_dtype)
+
+
+def member_model(member: Member, settings: TrainSettings) -> nn.Module:
+    """Member's initial weights."""
+    return build_model(settings, member.seed, member.points.shape[-1], member.model)
 
 
 def noise_schedule(settings: TrainSettings) -> NoiseSchedule:
@@ -68,21 +84,27 @@ def noise_schedule(settings: TrainSettings) -> NoiseSchedule:
 
 @dataclass
 class Batch:
-    x0: torch.Tensor  # [B, d]
+    x0: torch.Tensor  # [B, *shape]
     t: torch.Tensor  # [B]
-    eps: torch.Tensor  # [B, d]
+    eps: torch.Tensor  # [B, *shape]
 
 
 class EpochDraws:
-    """Each epoch's (permutation [n], timesteps [n], noise [n, dim]) of a run: one timestep and
+    """Each epoch's (permutation [n], timesteps [n], noise [n, *shape]) of a run: one timestep and
     noise per point position, from the run's noise stream; the order from its order stream.
     Both depend on the seed alone. ``epoch_start`` holds the streams' states before the epoch
     last drawn, from which a checkpoint draws that epoch again."""
 
     def __init__(
-        self, n: int, dim: int, settings: TrainSettings, seed: int, dtype: torch.dtype
+        self,
+        n: int,
+        shape: int | tuple[int, ...],
+        settings: TrainSettings,
+        seed: int,
+        dtype: torch.dtype,
     ) -> None:
-        self.n, self.dim, self.timesteps, self.dtype = n, dim, settings.timesteps, dtype
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.n, self.timesteps, self.dtype = n, settings.timesteps, dtype
         self.order, self.noise = generator(seed, "order"), generator(seed, "noise")
         self.epoch_start = self.states()
 
@@ -101,7 +123,7 @@ class EpochDraws:
         self.epoch_start = self.states()
         perm = torch.randperm(self.n, generator=self.order)
         t = torch.randint(0, self.timesteps, (self.n,), generator=self.noise)
-        eps = torch.randn(self.n, self.dim, generator=self.noise, dtype=self.dtype)
+        eps = torch.randn(self.n, *self.shape, generator=self.noise, dtype=self.dtype)
         return perm, t, eps
 
 
@@ -111,10 +133,10 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def batches(points: torch.Tensor, settings: TrainSettings, seed: int) -> Iterator[Batch]:
-    """The run's batches of ``points`` [n, d], epoch after epoch, on their device."""
-    n, dim = points.shape
+    """The run's batches of ``points`` [n, *shape], epoch after epoch, on their device."""
+    n, shape = points.shape[0], tuple(points.shape[1:])
     bounds = batch_bounds(n, settings.batch_size)
-    for draws in EpochDraws(n, dim, settings, seed, points.dtype):
+    for draws in EpochDraws(n, shape, settings, seed, points.dtype):
         perm, t, eps = (x.to(points.device) for x in draws)
         for start, stop in bounds:
             yield Batch(points[perm[start:stop]], t[start:stop], eps[start:stop])

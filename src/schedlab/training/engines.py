@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.engines import Engine
 from schedlab.config.settings import TrainSettings
-from schedlab.model.denoiser import Denoiser
 from schedlab.training.checkpoint import Checkpoints
 from schedlab.training.common import Member, Progress, TrainResult
 from schedlab.training.fleet.shards import train_fleet
@@ -24,7 +24,7 @@ def train(
     settings: TrainSettings,
     engine: Engine,
     device: str | torch.device = "cpu",
-    heldout_loss: Callable[[int, Denoiser], float] | None = None,
+    heldout_loss: Callable[[int, nn.Module], float] | None = None,
     progress: Progress | None = None,
     use_compile: bool | None = None,
     checkpoints: Checkpoints | None = None,
@@ -52,7 +52,7 @@ def train(
     results = []
     for k, member in enumerate(members):
 
-        def watched(model: Denoiser, k: int = k) -> float:
+        def watched(model: nn.Module, k: int = k) -> float:
             assert heldout_loss is not None
             return heldout_loss(k, model)
 
@@ -66,6 +66,7 @@ def train(
                 progress,
                 device,
                 posthoc,
+                member.model,
             )
         )
     return results

@@ -13,12 +13,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from schedlab.averaging.plan import PosthocPlan, Snapshot
 from schedlab.averaging.tracking import PowerEMA
 from schedlab.config.settings import TrainSettings
-from schedlab.model.denoiser import Denoiser
 from schedlab.model.diffusion import noise_prediction_loss
+from schedlab.model.registry import ModelSpec
 from schedlab.schedules.driver import LRDriver
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.training.common import (
@@ -39,19 +40,20 @@ def train_reference(
     schedule: ScheduleSpec,
     settings: TrainSettings,
     seed: int,
-    heldout_loss: Callable[[Denoiser], float] | None = None,
+    heldout_loss: Callable[[nn.Module], float] | None = None,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
     posthoc: PosthocPlan | None = None,
+    model_spec: ModelSpec | None = None,
 ) -> TrainResult:
-    """Train one run on ``points`` [n, d]. ``heldout_loss`` feeds a plateau schedule that watches
-    the held-out loss, and measures the EMA weights for the held-out curve (its time is not
-    counted in the training time).
+    """Train one run of ``model_spec`` (None: the settings' mlp) on ``points`` [n, *shape].
+    ``heldout_loss`` feeds a plateau schedule that watches the held-out loss, and measures the
+    EMA weights for the held-out curve (its time is not counted in the training time).
 
     The returned models are on the CPU, whatever ``device`` trained them. With ``posthoc`` it
     tracks those power-function EMAs and returns their snapshots.
     """
-    model = build_model(settings, seed, points.shape[1]).to(device)
+    model = build_model(settings, seed, points.shape[-1], model_spec).to(device)
     noise = noise_schedule(settings).to(device)
     data = torch.as_tensor(points, dtype=settings.torch_dtype).to(device)
     optimizer = build_optimizer(model.parameters(), schedule, settings.lr, settings.weight_decay)

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from schedlab.averaging.plan import PosthocPlan, Snapshot
 from schedlab.averaging.tracking import PowerEMA
 from schedlab.config.settings import TrainSettings
-from schedlab.model.denoiser import Denoiser, weights_vector
+from schedlab.model.denoiser import weights_vector
 from schedlab.schedules.driver import LRDriver
 from schedlab.schedules.registry import ScheduleSpec
 from schedlab.training.checkpoint import ROWS, Checkpoint, CheckpointPolicy, SaveCheckpoint
@@ -41,9 +42,9 @@ from schedlab.training.common import (
     noise_schedule,
 )
 from schedlab.training.ema import TensorEMA
+from schedlab.training.fleet.autodiff import FleetModel, fleet_of
 from schedlab.training.fleet.compiled import CompiledOrEager
 from schedlab.training.fleet.ledger import FleetLedger
-from schedlab.training.fleet.model import FleetDenoiser
 from schedlab.training.fleet.optimizer import FleetAdamW, clip_coefficients
 from schedlab.training.stopping import STOP, StopRequested
 
@@ -69,7 +70,7 @@ class ShardJob:
     """What a shard trains and how: its members, where each starts, where checkpoints go."""
 
     members: list[Member]
-    initial: list[Denoiser]
+    initial: list[nn.Module]
     resume: list[Checkpoint | None]  # each member's checkpoint (one step for all), or None
     save: SaveCheckpoint | None = None  # (index among the members, checkpoint)
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
@@ -81,7 +82,7 @@ def train_shard(
     job: ShardJob,
     settings: TrainSettings,
     device: torch.device,
-    heldout_loss: Callable[[int, Denoiser], float] | None,
+    heldout_loss: Callable[[int, nn.Module], float] | None,
     progress: Progress | None,
     use_compile: bool,
     stop: threading.Event,
@@ -96,15 +97,15 @@ def train_shard(
     """
     members = job.members
     k_runs = len(members)
-    n, dim = members[0].points.shape
+    n, shape = members[0].points.shape[0], tuple(members[0].points.shape[1:])
     dtype = settings.torch_dtype
     template = copy.deepcopy(job.initial[0])
     mixed = settings.precision == "bf16-mixed"
-    fleet = FleetDenoiser(job.initial, device, torch.bfloat16 if mixed else None)
+    fleet = fleet_of(job.initial, device, torch.bfloat16 if mixed else None)
     # bf16-mixed: the GEMMs run on a bfloat16 copy of the weights, refreshed every step; the
     # gradients come back to float32 for clipping, AdamW and the EMA, which stay float32.
     bf16 = [copy.deepcopy(m).to(torch.bfloat16) for m in job.initial] if mixed else []
-    compute = FleetDenoiser(bf16, device) if mixed else fleet
+    compute = fleet_of(bf16, device) if mixed else fleet
     compute_dtype = torch.bfloat16 if mixed else dtype
     optimizer = FleetAdamW(
         fleet.weights,
@@ -121,7 +122,7 @@ def train_shard(
     sqrt_one_minus_abar = noise.sqrt_one_minus_abar.to(compute_dtype)
     drivers = [stand_in_driver(m.lr, m.schedule, settings.steps) for m in members]
     data = torch.stack([torch.as_tensor(m.points, dtype=dtype) for m in members]).to(device)
-    draws = [EpochDraws(n, dim, settings, m.seed, dtype) for m in members]
+    draws = [EpochDraws(n, shape, settings, m.seed, dtype) for m in members]
     bounds = batch_bounds(n, settings.batch_size)
     losses = np.full((settings.steps, k_runs), np.nan)
     lrs = np.full((settings.steps, k_runs), np.nan)
@@ -190,11 +191,13 @@ def train_shard(
     skip = step % len(bounds)  # batches of the current epoch already trained on
     epoch_first = step - skip
     while step < settings.steps:
-        perm, t_all, eps_all = (  # [K, n], [K, n], [K, n, d]
+        perm, t_all, eps_all = (  # [K, n], [K, n], [K, n, *s]
             torch.stack(x).to(device) for x in zip(*(next(d) for d in draws), strict=True)
         )
         epoch_first = step - skip  # the step this epoch's first batch trains
-        x_all = torch.gather(data, 1, perm.unsqueeze(-1).expand(-1, -1, dim))  # [K, n, d]
+        flat = data.flatten(2)  # [K, n, prod(s)]
+        x_all = torch.gather(flat, 1, perm.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+        x_all = x_all.view(data.shape)  # [K, n, *s]
         x_all, eps_all = x_all.to(compute_dtype), eps_all.to(compute_dtype)
         for lo, hi in bounds[skip:]:
             if step >= settings.steps:
@@ -279,8 +282,8 @@ def posthoc_row(profile: int) -> str:
 
 def take_snapshots(
     power: PowerEMA,
-    fleet: FleetDenoiser,
-    template: Denoiser,
+    fleet: FleetModel,
+    template: nn.Module,
     active: list[bool],
     step: int,
     snapshots: list[list[Snapshot]],
@@ -295,7 +298,7 @@ def take_snapshots(
 
 def resume_members(
     resume: list[Checkpoint | None],
-    fleet: FleetDenoiser,
+    fleet: FleetModel,
     optimizer: FleetAdamW,
     ema: TensorEMA,
     drivers: list[LRDriver],

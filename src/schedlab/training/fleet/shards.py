@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.engines import engine_for
 from schedlab.config.settings import TrainSettings
-from schedlab.model.denoiser import Denoiser
 from schedlab.training.checkpoint import Checkpoint, CheckpointPolicy, Checkpoints
-from schedlab.training.common import Member, Progress, TrainResult, build_model
+from schedlab.training.common import Member, Progress, TrainResult, member_model
 from schedlab.training.fleet.loop import ShardJob, ShardStoppedError, train_shard
 from schedlab.training.stopping import training
 
@@ -39,7 +39,7 @@ def train_fleet(
     members: list[Member],
     settings: TrainSettings,
     device: str | torch.device = "cpu",
-    heldout_loss: Callable[[int, Denoiser], float] | None = None,
+    heldout_loss: Callable[[int, nn.Module], float] | None = None,
     progress: Progress | None = None,
     use_compile: bool | None = None,
     shards: int | None = None,
@@ -60,9 +60,9 @@ def train_fleet(
     """
     if any(engine_for("fleet", m.schedule) != "fleet" for m in members):
         raise ValueError("schedule_free runs train in the reference loop, not in a fleet")
-    n, dim = members[0].points.shape
-    if any(m.points.shape != (n, dim) for m in members):
-        raise ValueError("every member of a fleet needs the same number and dimension of points")
+    shape = members[0].points.shape
+    if any(m.points.shape != shape or m.model != members[0].model for m in members):
+        raise ValueError("every member of a fleet needs the same model and shape of data")
     device = torch.device(device)
     if use_compile is None:
         use_compile = device.type == "cuda"
@@ -82,7 +82,7 @@ def train_fleet(
     def train(
         offset: int, group: list[Member], report: Progress | None
     ) -> tuple[list[TrainResult], float]:
-        def heldout(k: int, model: Denoiser) -> float:
+        def heldout(k: int, model: nn.Module) -> float:
             assert heldout_loss is not None
             return heldout_loss(offset + k, model)
 
@@ -103,7 +103,7 @@ def train_fleet(
         return train_shard(job, settings, device, watch, report, use_compile, stop)
 
     # Built here, not in the shards: seeding a model's initialization uses torch's global RNG.
-    initial = [build_model(settings, m.seed, dim) for m in members]
+    initial = [member_model(m, settings) for m in members]
     stop = threading.Event()
     start = time.perf_counter()
     with (

@@ -1,0 +1,77 @@
+"""User code named as ``module:attribute`` (schedules, datasets, models): found and hashed.
+
+A module is looked up in the installed packages first, then in the folders of the study files
+read so far (``add_study_dir``: a study's own modules sit beside it, whatever the current
+directory), then in the current directory (a script's habit). Its source is hashed into the
+ids of the runs that use it, so editing it makes new runs. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+# Folders searched after the installed packages, in the order they were added.
+_STUDY_DIRS: list[str] = []
+
+
+def add_study_dir(folder: str | os.PathLike[str]) -> None:
+    """Search ``folder`` (a study file's own) for user modules, after the installed packages."""
+    path = os.path.abspath(folder)
+    if path not in _STUDY_DIRS:
+        _STUDY_DIRS.append(path)
+
+
+def study_dirs() -> list[str]:
+    """The folders added so far (a Ray worker is given the same)."""
+    return list(_STUDY_DIRS)
+
+
+def _search_path() -> None:
+    for path in (*_STUDY_DIRS, os.getcwd()):
+        if path not in sys.path:
+            sys.path.append(path)
+
+
+def is_reference(name: str) -> bool:
+    """Whether ``name`` names user code (``module:attribute``) rather than a registry entry."""
+    return ":" in name
+
+
+def load(reference: str, kind: str) -> tuple[Any, ModuleType]:
+    """(the attribute, its module) for ``module:attribute``; a one-line ValueError naming the
+    ``kind`` (dataset, model, schedule) when it cannot be imported or is not callable."""
+    module_name, _, attr = reference.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{kind} {reference!r} must be written module:function")
+    _search_path()
+    try:
+        module = importlib.import_module(module_name)
+        value = getattr(module, attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"cannot import {kind} {reference!r}: {err}") from err
+    except Exception as err:  # the module itself raised while being imported
+        raise ValueError(
+            f"cannot import {kind} {reference!r}: {type(err).__name__}: {err}"
+        ) from err
+    if not callable(value):
+        raise ValueError(f"{kind} {reference!r} is not callable")
+    return value, module
+
+
+def source_hash(module: ModuleType) -> str:
+    """A hash of the module's source: editing a user module's file makes its runs new ones."""
+    try:
+        text = inspect.getsource(module)
+    except (OSError, TypeError):  # no source file (built in, or made at run time)
+        text = repr(sorted(vars(module)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def first_line(value: Any, fallback: str) -> str:
+    return ((value.__doc__ or fallback).strip().splitlines() or [fallback])[0]
