@@ -118,6 +118,7 @@ class Driver:
         study with `[tune]` tunes first (``schedlab.tuning.search``), then trains its finals.
         A user-defined schedule is tried first: one that cannot run stops the study here."""
         check_user_schedules(study)
+        check_workloads(study)
         outcome = self._tune_or_train(study, executor, worker, engine, size)
         self.store.reclaim_space()
         return outcome
@@ -270,6 +271,21 @@ def check_user_schedules(study: StudySpec) -> None:
     for entry in study.schedules:
         if lookup(entry.name).open_params:
             check_user_schedule(resolve(entry.name, entry.params, steps), steps)
+
+
+def check_workloads(study: StudySpec) -> None:
+    """Generate each user dataset's training and held-out sets (its shape and values checked)
+    and try the model on each dataset: one ValueError naming what failed."""
+    from schedlab import data
+    from schedlab.config.study import model_spec
+    from schedlab.model.check import check_model
+
+    for dataset in study.datasets:
+        if data.get(dataset).source_hash is not None:
+            data.load(dataset, study.data.n, dimension=study.data.dim)
+            data.load_heldout(dataset, study.eval.heldout, study.data.dim)
+        spec = model_spec(study.model, study.train, dataset, study.data.dim)
+        check_model(spec, dataset, study.train.timesteps)
 
 
 def describe(run: RunSpec) -> str:

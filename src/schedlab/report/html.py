@@ -71,6 +71,13 @@ def image(path: Path, alt: str) -> str:
 
 
 def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
+    kl = METRICS["kl_divergence"]
+    if not any(kl.applies(d, view.sample_shape(d)) for d in view.datasets):
+        return (
+            "<h2>KL divergence (bits)</h2><p>n/a: the kNN KL estimate and the sample distances "
+            "(sliced Wasserstein, MMD) apply to vector data, and this study's models see "
+            "images. The held-out eval loss ranks its schedules below.</p>"
+        )
     index = {(r.schedule, r.dataset): r for r in rows if r.metric == "kl_divergence"}
     lines = []
     for label in view.labels:
@@ -151,6 +158,11 @@ def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
 
 
 def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
+    paired = [
+        row
+        for row in paired
+        if any(METRICS[row.metric].applies(d, view.sample_shape(d)) for d in view.datasets)
+    ]
     warnings = sorted({row.result.warning for row in paired if row.result.warning})
     notes = "".join(f'<p class="warn">Warning: {esc(w)}.</p>' for w in warnings)
     same = [label for label in view.labels if view.same_runs_as_baseline(label)]
