@@ -1,6 +1,6 @@
 """Training-engine throughput against the machine's limit.
 
-    python benchmarks/engine.py [--quick] [--json FILE] [--device cpu|cuda]
+    python benchmarks/engine.py [--quick] [--json FILE] [--device cpu|cuda] [--model mlp|unet]
 
 Measures, in one process on one machine:
 - the machine's matmul peak: GFLOP/s of a large float32 matmul (best of several);
@@ -13,13 +13,21 @@ Measures, in one process on one machine:
 - sampling throughput of K = 16 runs through T = 100 steps (CPU): one run after another with
   the reference sampler, and as one fleet (``schedlab.measure.sampling``).
 Ratios to the reference loop are the speed claims; they are measured here, in the same run.
+
+With ``--model unet`` (digits as [1, 8, 8] images, batch 256, the unet's defaults) it measures
+instead, in one run and one table: the reference loop; the generic (autograd) fleet at
+K = 1, 8, 32; and K single-threaded processes each training one run with the loop, as many at
+a time as there are cores (what a user of Ray Tune or Optuna runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -184,13 +192,93 @@ def sampling_samples_per_s(k: int, n: int) -> tuple[float, float]:
     return loop, k * n / (time.perf_counter() - start)
 
 
+def unet_members(k: int) -> list[Member]:
+    from schedlab.model.registry import resolve
+
+    points = data.load("digits", 20_000, shape=(1, 8, 8))
+    spec = resolve("unet", {}, (1, 8, 8), "digits")
+    names = ["cosine", "step", "exponential", "constant"]
+    return [Member(points, schedules.resolve(names[i % 4]), i, 3e-4, spec) for i in range(k)]
+
+
+def unet_loop_seconds(seed: int, steps: int, device: str, threads: int | None) -> float:
+    """Training seconds of one UNet run in the reference loop (``threads``: torch's, or all)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    (member,) = unet_members(1)
+    settings = TrainSettings(steps=steps)
+    result = train_reference(
+        member.points, member.schedule, settings, seed, device=device, model_spec=member.model
+    )
+    return result.training_time
+
+
+def unet_processes_steps_per_s(k: int, steps: int) -> float:
+    """K runs, each in a single-threaded process training with the loop, as many at once as
+    there are cores; model-steps/s over the wall time of the K runs (the processes are started
+    and have imported torch before the clock starts)."""
+    cores = os.cpu_count() or 1
+    with ProcessPoolExecutor(cores, mp_context=get_context("spawn")) as pool:
+        list(pool.map(unet_loop_seconds, range(cores), [2] * cores, ["cpu"] * cores, [1] * cores))
+        start = time.perf_counter()
+        list(pool.map(unet_loop_seconds, range(k), [steps] * k, ["cpu"] * k, [1] * k))
+        return k * steps / (time.perf_counter() - start)
+
+
+def unet_main(args: argparse.Namespace) -> None:
+    sizes = [int(k) for k in args.sizes.split(",")] if args.sizes else [1, 8, 32]
+    steps = 4 if args.quick else 30
+    settings = TrainSettings(steps=steps)
+    unet_loop_seconds(0, 2, args.device, None)  # one-time costs of the first convolutions
+    loop = steps / unet_loop_seconds(0, steps, args.device, None)
+    fleet = {}
+    for k in sizes:
+        results = train_fleet(unet_members(k), settings, device=args.device)
+        fleet[str(k)] = steps / results[0].training_time  # the fleet's wall time / K
+    processes = (
+        unet_processes_steps_per_s(max(sizes), steps) if args.device == "cpu" else float("nan")
+    )
+    threads = torch.get_num_threads()
+    params = parameter_count(unet_members(1)[0].model.build())
+    print(f"device {args.device}, torch {torch.__version__}, {threads} threads")
+    print(f"unet ({params:,} parameters) on digits [1, 8, 8], batch 256, {steps} steps a run")
+    print(f"{'engine':<34}{'model-steps/s':>15}{'vs loop':>10}{'vs processes':>14}")
+    rows = [("loop (one run, all threads)", loop)]
+    rows += [(f"fleet K={k}", v) for k, v in fleet.items()]
+    rows.append((f"{max(sizes)} single-threaded loop processes", processes))
+    for name, rate in rows:
+        print(f"{name:<34}{rate:>15.2f}{rate / loop:>9.2f}x{rate / processes:>13.2f}x")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": "unet",
+                    "device": args.device,
+                    "threads": threads,
+                    "parameters": params,
+                    "steps": steps,
+                    "loop_steps_per_s": loop,
+                    "fleet_steps_per_s": fleet,
+                    "processes_k": max(sizes),
+                    "processes_steps_per_s": processes,
+                },
+                indent=2,
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps: under a minute")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--sizes", default="1,5,20,60", help="fleet sizes K")
+    parser.add_argument("--model", default="mlp", choices=["mlp", "unet"])
+    parser.add_argument("--sizes", help="fleet sizes K (default 1,5,20,60; unet 1,8,32)")
     args = parser.parse_args()
+    if args.model == "unet":
+        unet_main(args)
+        return
+    args.sizes = args.sizes or "1,5,20,60"
     sizes = [int(k) for k in args.sizes.split(",")]
     loop_steps = 150 if args.quick else 600
     fleet_steps = 30 if args.quick else 150

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from schedlab import metrics as registry
 from schedlab.cli import app
 from schedlab.config.study import parse_study
 from schedlab.execute.local import measure_study, run_study
-from schedlab.measure import registry
-from schedlab.measure.registry import Metric, sample_key
+from schedlab.metrics import Metric, sample_key
 from schedlab.report.data import study_records
 from schedlab.store.store import Store
 

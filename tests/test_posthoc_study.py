@@ -246,7 +246,7 @@ def test_a_bad_ema_section_is_refused(section, message):
 
 
 def test_tuning_trials_track_no_posthoc_ema_and_final_runs_do():
-    from schedlab.tuning.trials import searches
+    from schedlab.trials import searches
 
     tuned = parse_study(STUDY + "[tune]\ntrials = 2\ntune_seeds = [100]\n", "tuned.toml")
     assert all(not search.settings.ema.posthoc for search in searches(tuned, "fleet"))

@@ -19,8 +19,20 @@ from typer.testing import CliRunner  # noqa: E402
 
 from schedlab.cli import app  # noqa: E402
 from schedlab.config.study import parse_study  # noqa: E402
-from schedlab.execute.local import run_study  # noqa: E402
-from schedlab.execute.ray_executor import RayExecutor, run_study_on_ray  # noqa: E402
+from schedlab.execute.local import run_study as run_locally  # noqa: E402
+from schedlab.execute.ray_executor import RayExecutor  # noqa: E402
+from schedlab.execute.ray_executor import run_study_on_ray as run_on_ray  # noqa: E402
+from schedlab.tuning.search import tune_study  # noqa: E402
+
+
+def run_study(study, db, **kwargs):
+    return run_locally(study, db, tune=tune_study, **kwargs)
+
+
+def run_study_on_ray(study, db, **kwargs):
+    return run_on_ray(study, db, tune=tune_study, **kwargs)
+
+
 from schedlab.store.store import Store  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -197,3 +209,24 @@ def test_a_node_lost_mid_study_costs_no_run(cluster, tmp_path):
     assert len([n for n in result["outcome"].notes if n.startswith("node ")]) == 1
     runs = stored(path)[3]
     assert {(status, attempts) for _, status, attempts in runs} == {("done", 1)}
+
+
+def test_a_study_of_user_modules_beside_its_file_trains_on_two_nodes(cluster, tmp_path):
+    """The own-model example: its dataset and model modules sit beside the study file, on no
+    worker's path; the tasks find them where the driver does, with the local executor's numbers."""
+    import shutil
+
+    from schedlab.config.study import load_study
+
+    folder = tmp_path / "own"
+    shutil.copytree(Path(__file__).parents[1] / "docs" / "examples" / "own_model", folder)
+    study_file = folder / "study.toml"
+    text = study_file.read_text().replace("steps = 300", "steps = 12")
+    study_file.write_text(text.replace("seeds = 2", "seeds = 1"))
+    study = load_study(str(study_file))
+    with Store(tmp_path / "local.sqlite") as db:
+        run_study(study, db, fleet_size=2)
+    with Store(tmp_path / "ray.sqlite") as db:
+        outcome = run_study_on_ray(study, db, fleet_size=2)
+    assert outcome.outcomes == {"done": 4}
+    assert stored(tmp_path / "ray.sqlite")[:3] == stored(tmp_path / "local.sqlite")[:3]

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from schedlab.cli import app
 from schedlab.config.settings import EvalSettings
-from schedlab.measure.registry import METRICS
+from schedlab.metrics import METRICS
 from schedlab.report.build import build_report
 from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS, load_study_view
 from schedlab.report.html import TIME_TO_TARGET

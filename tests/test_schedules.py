@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as S
 
-from schedlab.config.params import Param
+from schedlab.params import Param
 from schedlab.schedules import registry as schedules
 from schedlab.schedules.curves import lr_curve
 

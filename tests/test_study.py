@@ -20,7 +20,7 @@ from schedlab.cli import app
 from schedlab.config.study import load_study, parse_study
 from schedlab.execute import work
 from schedlab.execute.local import run_study
-from schedlab.measure.registry import sample_key
+from schedlab.metrics import sample_key
 from schedlab.plan import expand, unique
 from schedlab.report.data import study_records
 from schedlab.store.schema import SCHEMA_VERSION

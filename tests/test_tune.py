@@ -16,14 +16,20 @@ import pytest
 from typer.testing import CliRunner
 
 from schedlab.cli import app
+from schedlab.config.space import Dim
 from schedlab.config.study import parse_study
-from schedlab.execute.local import run_study
+from schedlab.execute.local import run_study as run_locally
 from schedlab.report.data import study_records
 from schedlab.store.store import Store
+from schedlab.trials import search_result, searches
 from schedlab.tuning.samplers import SobolSampler
-from schedlab.tuning.search import Tuner, optuna_path
-from schedlab.tuning.space import Dim
-from schedlab.tuning.trials import search_result, searches
+from schedlab.tuning.search import Tuner, optuna_path, tune_study
+
+
+def run_study(study, db, *args, **kwargs):
+    """A study run here, tuned by the tuner (as `schedlab run` does)."""
+    return run_locally(study, db, *args, tune=tune_study, **kwargs)
+
 
 runner = CliRunner()
 STUDY = (Path(__file__).parent / "fixtures" / "tiny_tuned.toml").read_text()

@@ -73,6 +73,22 @@ def flat(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def test_a_store_of_the_release_before_models_trains_nothing_again(tmp_path):
+    """v6_store.sqlite was written by the release before models were an axis (mlp runs of
+    2-D data with post-hoc EMA snapshots): its study finds every run finished."""
+    fixtures = Path(__file__).parent / "fixtures"
+    store = tmp_path / "v6.sqlite"
+    shutil.copy(fixtures / "v6_store.sqlite", store)
+    study = str(fixtures / "v6_study.toml")
+    result = CliRunner().invoke(app, ["run", study, "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "4 runs planned, 4 already finished; this run: nothing" in result.stderr
+    ids = {r.run_id for r in expand(load_study(study))}
+    with Store(store, create=False, read_only=True) as db:
+        stored = {row[0] for row in db.conn.execute("SELECT run_id FROM runs")}
+    assert ids == stored
+
+
 def test_digits_are_images_for_the_unet_and_vectors_for_the_mlp():
     assert data.shape("digits") == (1, 8, 8) and data.shape("moons") == (2,)
     images, vectors = data.load("digits", 7, shape=(1, 8, 8)), data.load("digits", 7)
@@ -101,8 +117,9 @@ def test_float64_fleet_equals_the_reference_loop(which, example):
     assert not torch.equal(flat(fleet[0].model), flat(fleet[1].model))  # seeds differ
 
 
-def test_a_run_is_bitwise_the_same_at_every_position_fleet_size_and_shard():
-    spec, settings = unet_spec(), TrainSettings(steps=6, batch_size=32)
+@pytest.mark.parametrize("precision", [None, "bf16-mixed"])
+def test_a_run_is_bitwise_the_same_at_every_position_fleet_size_and_shard(precision):
+    spec, settings = unet_spec(), TrainSettings(steps=6, batch_size=32, precision=precision)
     points, schedule = digits_images(200), resolve("cosine", {}, 6)
     alone = train_fleet([Member(points, schedule, 4, 3e-4, spec)], settings)[0]
     for seeds, shards in (([4, 1], 1), ([0, 1, 2, 4], 2), ([4, 7, 8], 2), ([3, 2, 4], 3)):
@@ -182,6 +199,17 @@ def test_the_example_runs_reports_and_exports_from_another_folder(example, tmp_p
     assert result.exit_code == 0 and csv.read_text().count("\n") == 5
 
 
+def test_the_tuned_example_tunes_then_trains_its_finals(example, tmp_path):
+    study = example / "tuned.toml"
+    study.write_text(study.read_text().replace("steps = 200", "steps = 8"))
+    store = tmp_path / "tuned.sqlite"
+    result = CliRunner().invoke(app, ["run", str(study), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    with Store(store, create=False, read_only=True) as db:
+        statuses = db.conn.execute("SELECT status, count(*) FROM runs GROUP BY 1").fetchall()
+    assert statuses == [("done", 2 * 4 + 2 * 2)]  # 2 searches x 4 trials, 2 x 2 finals
+
+
 def test_editing_a_user_module_changes_its_runs_ids(example):
     study = load_study(str(example / "study.toml"))
     before = {r.run_id for r in expand(study)}
@@ -222,3 +250,48 @@ def test_a_bad_user_module_is_one_line_exit_2_and_nothing_claimed(case, example,
     if store.exists():
         with Store(store, create=False, read_only=True) as db:
             assert db.conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+
+def test_the_api_takes_python_functions_for_datasets_and_models(example, tmp_path):
+    import schedlab
+
+    sys.path.insert(0, str(example))
+    import my_data
+    import my_model
+
+    doc = {
+        "name": "from-python",
+        "datasets": [my_data.bars],
+        "model": {"name": my_model.small_convnet, "width": 8},
+        "data": {"n": 300},
+        "train": {"steps": 6, "batch_size": 50},
+        "eval": {"samples": 20, "heldout": 40},
+        "schedules": [{"name": "cosine"}],
+    }
+    outcome = schedlab.run_study(doc, store=tmp_path / "py.sqlite")
+    assert outcome.outcomes == {"done": 1}
+    results = schedlab.load_results(study=doc, store=tmp_path / "py.sqlite")
+    assert list(results["dataset"]) == ["my_data:bars"] and list(results["status"]) == ["done"]
+
+    def local_dataset(n: int, seed: int) -> np.ndarray:
+        return np.zeros((n, 2))
+
+    with pytest.raises(ValueError, match="defined at the top level of a module"):
+        schedlab.run_study({**doc, "datasets": [local_dataset]}, store=tmp_path / "no.sqlite")
+
+
+def test_samples_and_eval_losses_of_a_unet_run_are_the_same_alone_or_in_a_fleet():
+    from schedlab.measure.losses import reference_eval_losses
+    from schedlab.measure.sampling import timed_samples
+    from schedlab.model.diffusion import NoiseSchedule
+
+    spec, settings = unet_spec(), TrainSettings()
+    models = [build_model(settings, s, model=spec) for s in range(3)]
+    schedule = NoiseSchedule(timesteps=10)
+    drawn, _ = timed_samples(models, [0, 1, 2], schedule, 40, torch.float32, 16, (1, 8, 8))
+    (alone,), _ = timed_samples(models[1:2], [1], schedule, 40, torch.float32, 16, (1, 8, 8))
+    assert drawn[1].shape == (40, 1, 8, 8) and np.array_equal(drawn[1], alone)
+    points = [torch.as_tensor(digits_images(100))] * 3
+    together = reference_eval_losses(models, points, [0, 1, 2], schedule, 32)
+    assert together[1] == reference_eval_losses(models[1:2], points[:1], [1], schedule, 32)[0]
+    assert len(set(together)) == 3

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
 
 def study_spec(study: str | os.PathLike[str] | StudySpec | Mapping[str, Any]) -> StudySpec:
-    """A StudySpec from a study file, a preset name, a parsed TOML document or a StudySpec."""
+    """A StudySpec from a study file, a preset name, a parsed TOML document or a StudySpec.
+    In a document, datasets, the model and schedules may be Python functions (or classes)
+    instead of names: each stands for its ``module:function`` (defined at a module's top
+    level, so that run ids can hash its source and Ray workers import it)."""
     from schedlab.config.study import StudySpec, load_study
 
     if isinstance(study, StudySpec):
@@ -40,10 +43,32 @@ def study_spec(study: str | os.PathLike[str] | StudySpec | Mapping[str, Any]) ->
         from schedlab.config.errors import first_error
 
         try:
-            return StudySpec.model_validate(dict(study))
+            return StudySpec.model_validate(with_references(study))
         except ValidationError as err:
             raise ValueError(f"study: {first_error(err)}") from err
     return load_study(os.fspath(study))
+
+
+def with_references(study: Mapping[str, Any]) -> dict[str, Any]:
+    """``study`` with each Python object named by its ``module:function`` reference."""
+    from schedlab.usercode import reference_of
+
+    def named(value: Any, kind: str) -> Any:
+        return reference_of(value, kind) if callable(value) else value
+
+    doc = dict(study)
+    if isinstance(doc.get("datasets"), list):
+        doc["datasets"] = [named(d, "dataset") for d in doc["datasets"]]
+    if isinstance(doc.get("model"), Mapping):
+        doc["model"] = {**doc["model"], "name": named(doc["model"].get("name"), "model")}
+    elif callable(doc.get("model")):
+        doc["model"] = {"name": named(doc["model"], "model")}
+    if isinstance(doc.get("schedules"), list):
+        doc["schedules"] = [
+            {**e, "name": named(e.get("name"), "schedule")} if isinstance(e, Mapping) else e
+            for e in doc["schedules"]
+        ]
+    return doc
 
 
 def run_study(
@@ -65,6 +90,7 @@ def run_study(
     from schedlab.config.engines import check_engine_options
     from schedlab.store.store import Store, default_path
     from schedlab.threads import use_threads
+    from schedlab.tuning.search import tune_study
 
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor {executor!r}; valid executors: local, ray")
@@ -76,10 +102,12 @@ def run_study(
         if executor == "ray":
             from schedlab.execute.ray_executor import run_study_on_ray
 
-            return run_study_on_ray(spec, db, None, engine, fleet_size, device, address)
+            return run_study_on_ray(
+                spec, db, None, engine, fleet_size, device, address, tune=tune_study
+            )
         from schedlab.execute.local import run_study as run_locally
 
-        return run_locally(spec, db, None, engine, fleet_size, device)
+        return run_locally(spec, db, None, engine, fleet_size, device, tune=tune_study)
 
 
 def load_results(
@@ -136,7 +164,7 @@ def load_ema_sweep(
     can measure (NaN where not measured)."""
     import pandas as pd
 
-    from schedlab.measure.registry import averaged
+    from schedlab.metrics import averaged
     from schedlab.results import sweep_rows
 
     spec, db = _open(store, study, engine)

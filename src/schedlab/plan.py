@@ -5,7 +5,7 @@ dimension, the data and training settings, the schedule with its resolved parame
 seed, the engine and schedlab's numeric version, and (when a study turns it on) the post-hoc
 EMA snapshots it keeps. The label does not count (two labels for one
 configuration are one run), and neither does any eval setting: measurements are keyed apart
-(``schedlab.measure.registry``), so changing how a run is measured never retrains it.
+(``schedlab.metrics``), so changing how a run is measured never retrains it.
 Nothing here imports torch.
 """
 

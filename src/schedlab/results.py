@@ -23,8 +23,8 @@ def plan_records(
     study: StudySpec, store: Store, engine: str
 ) -> list[tuple[str, str, int, str, RunRecord | None]]:
     """(label, dataset, seed, status, record) for every planned run of the study as it is now."""
-    from schedlab.measure.registry import measurement_keys
-    from schedlab.tuning.trials import planned_runs
+    from schedlab.metrics import measurement_keys
+    from schedlab.trials import planned_runs
 
     runs = planned_runs(study, engine, store)
     pairs = [(r.label, r.run_id) for r in runs]
@@ -45,7 +45,7 @@ def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]
     identity, status, every metric, the flattened settings."""
     from schedlab.config.study import default_baseline
     from schedlab.report.data import with_targets
-    from schedlab.tuning.trials import search_result, searches
+    from schedlab.trials import search_result, searches
 
     planned = plan_records(spec, db, engine)
     known = [record for *_, record in planned if record is not None]
@@ -81,7 +81,7 @@ def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]
 
 
 def objective_key(spec: StudySpec) -> str:
-    from schedlab.measure.registry import METRICS
+    from schedlab.metrics import METRICS
 
     assert spec.tune is not None
     return METRICS[spec.tune.objective].key_for(spec.eval)
@@ -90,7 +90,7 @@ def objective_key(spec: StudySpec) -> str:
 def row_of(
     spec: StudySpec, dataset: str, label: str, seed: int, state: str, record: RunRecord | None
 ) -> dict[str, Any]:
-    from schedlab.measure.registry import keys
+    from schedlab.metrics import keys
 
     row: dict[str, Any] = {"dataset": dataset, "schedule": label, "seed": seed, "status": state}
     metrics = record.metrics if record else {}
@@ -165,7 +165,7 @@ def sweep_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]:
     """The post-hoc EMA sweep: one row per planned run and EMA length it was measured at
     (``run_id, dataset, schedule, seed, ema_std``, then every metric a sweep can measure, under
     the study's eval settings; empty where not measured)."""
-    from schedlab.measure.registry import averaged
+    from schedlab.metrics import averaged
 
     metrics = {m.key: m.key_for(spec.eval) for m in averaged()}
     planned = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from schedlab.config.settings import EvalSettings
-from schedlab.measure.registry import METRICS, sample_key
+from schedlab.metrics import METRICS, sample_key
 from schedlab.store.records import Commit, PlannedRun
 from schedlab.store.status import RunStatus
 from schedlab.store.store import Store

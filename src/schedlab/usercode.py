@@ -27,13 +27,14 @@ def add_study_dir(folder: str | os.PathLike[str]) -> None:
         _STUDY_DIRS.append(path)
 
 
-def study_dirs() -> list[str]:
-    """The folders added so far (a Ray worker is given the same)."""
-    return list(_STUDY_DIRS)
+def search_dirs() -> list[str]:
+    """The folders searched after the installed packages: the study files' folders, then the
+    current directory (a Ray worker is handed this process's list)."""
+    return [*_STUDY_DIRS, os.getcwd()]
 
 
 def _search_path() -> None:
-    for path in (*_STUDY_DIRS, os.getcwd()):
+    for path in search_dirs():
         if path not in sys.path:
             sys.path.append(path)
 
@@ -75,3 +76,15 @@ def source_hash(module: ModuleType) -> str:
 
 def first_line(value: Any, fallback: str) -> str:
     return ((value.__doc__ or fallback).strip().splitlines() or [fallback])[0]
+
+
+def reference_of(value: Any, kind: str) -> str:
+    """``module:function`` for a Python function (or class) given in place of a name: what run
+    ids hash and what a Ray worker imports. It must be importable by that name."""
+    module, name = getattr(value, "__module__", None), getattr(value, "__qualname__", "")
+    if not module or not name or "<" in name:
+        raise ValueError(
+            f"a {kind} given as a Python object must be a function defined at the top level "
+            f"of a module, got {value!r}"
+        )
+    return f"{module}:{name}"

@@ -98,7 +98,7 @@ def write_logs(fmt: str, rows: list[dict[str, Any]], db: Store, folder: Path, na
     """Every trained run's curves, configuration and metrics for TensorBoard or MLflow."""
     from schedlab.exports.common import trained_runs
     from schedlab.files import atomic_dir, is_tensorboard_logs
-    from schedlab.measure.registry import keys
+    from schedlab.metrics import keys
 
     runs = trained_runs(rows, db, keys())
     if fmt == "mlflow":

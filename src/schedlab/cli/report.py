@@ -34,7 +34,7 @@ def report(
     from schedlab.report.build import build_report
     from schedlab.report.data import PlannedStudy
     from schedlab.store.store import Store, default_path
-    from schedlab.tuning.trials import planned_runs, search_result, searches
+    from schedlab.trials import planned_runs, search_result, searches
 
     check_engine(engine)
     spec = load_study(study)

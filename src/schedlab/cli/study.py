@@ -129,6 +129,7 @@ def run(
                 summary = on_ray(spec, db, events, engine, fleet_size, device, address, lease)
             else:
                 from schedlab.execute.local import run_study
+                from schedlab.tuning.search import tune_study
 
                 summary = run_study(
                     spec,
@@ -141,6 +142,7 @@ def run(
                     step,
                     lease,
                     checkpoint_every,
+                    tune_study,
                 )
         except KeyboardInterrupt as stop:
             if bar is not None:
@@ -210,7 +212,11 @@ def on_ray(
         from schedlab.execute.ray_executor import run_study_on_ray
     except ImportError:
         fail("--executor ray needs Ray: pip install 'schedlab[ray]'")
-    return run_study_on_ray(spec, db, events, engine, fleet_size, device, address, lease)
+    from schedlab.tuning.search import tune_study
+
+    return run_study_on_ray(
+        spec, db, events, engine, fleet_size, device, address, lease, tune_study
+    )
 
 
 def report_outcome(summary: StudyOutcome, path: Path) -> None:
@@ -260,7 +266,7 @@ def measure(
     from schedlab.execute.sweep import parse_metrics, parse_stds, sweep_study, sweep_todo
     from schedlab.plan import unique
     from schedlab.threads import use_threads
-    from schedlab.tuning.trials import planned_runs
+    from schedlab.trials import planned_runs
 
     spec = load(study, engine)
     path = store_path(spec, store)
@@ -359,7 +365,7 @@ def status(
 
 def tuning_line(spec: StudySpec, db: Store, engine: str) -> str:
     """How far tuning is: trials scored of the budget, searches with a chosen configuration."""
-    from schedlab.tuning.trials import search_result, searches
+    from schedlab.trials import search_result, searches
 
     results = [search_result(db, search) for search in searches(spec, engine)]
     scored = sum(t.state != "pending" for r in results for t in r.trials)

@@ -14,7 +14,7 @@ from rich.table import Table
 from schedlab import data
 from schedlab.cli.common import app, err, fail, jsonable, one_line_errors, out
 from schedlab.cli.options import DeviceOption, EngineOption, ThreadsOption
-from schedlab.config.params import parse_assignment
+from schedlab.params import parse_assignment
 
 if TYPE_CHECKING:
     from schedlab.config.settings import Settings
@@ -100,7 +100,7 @@ def train(
     from schedlab.config.engines import check_engine_options, engine_for
     from schedlab.config.study import model_spec
     from schedlab.execute.work import Worker
-    from schedlab.measure.registry import METRICS
+    from schedlab.metrics import METRICS
     from schedlab.plan import RunSpec
     from schedlab.schedules.curves import check_user_schedule
     from schedlab.schedules.registry import resolve
@@ -193,7 +193,7 @@ def write_outputs(out_dir: Path, commit: Commit, result: dict[str, Any]) -> None
 
 
 def show_metrics(result: dict[str, Any]) -> None:
-    from schedlab.measure.registry import METRICS
+    from schedlab.metrics import METRICS
 
     table = Table(
         title=f"{result['dataset']} / {result['schedule']} / seed {result['seed']}: "

@@ -60,7 +60,7 @@ class TuneSettings(BaseModel):
     @field_validator("objective")
     @classmethod
     def _registered(cls, value: str) -> str:
-        from schedlab.measure.registry import METRICS
+        from schedlab.metrics import METRICS
 
         scores = [k for k, m in METRICS.items() if m.direction is not None and not m.derived]
         if value not in scores:

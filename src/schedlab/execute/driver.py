@@ -26,7 +26,7 @@ from schedlab import plan
 from schedlab.config.study import StudySpec
 from schedlab.execute.base import Executor, RunOutcome
 from schedlab.execute.work import Worker
-from schedlab.measure.registry import Metric, enabled, sample_key
+from schedlab.metrics import Metric, enabled, sample_key
 from schedlab.plan import RunSpec
 from schedlab.store.records import PlannedRun
 from schedlab.store.status import FINISHED, RunStatus, owner_is_dead, owner_name
@@ -100,6 +100,10 @@ class Heartbeat:
         self.thread.join()
 
 
+# How a study with [tune] is run: (driver, study, executor, worker, engine, fleet size).
+TuneStudy = Callable[["Driver", StudySpec, Executor, Worker, str, int], StudyOutcome]
+
+
 class Driver:
     def __init__(self, store: Store, lease_s: float = LEASE_S, events: Events | None = None):
         self.store, self.lease_s = store, lease_s
@@ -112,24 +116,37 @@ class Driver:
         self.store.register_plan(study.name, study.model_dump(mode="json"), map(planned, runs))
 
     def run_study(
-        self, study: StudySpec, executor: Executor, worker: Worker, engine: str, size: int
+        self,
+        study: StudySpec,
+        executor: Executor,
+        worker: Worker,
+        engine: str,
+        size: int,
+        tune: TuneStudy | None = None,
     ) -> StudyOutcome:
         """Train every run of the study not finished yet, then measure what is missing. A
-        study with `[tune]` tunes first (``schedlab.tuning.search``), then trains its finals.
-        A user-defined schedule is tried first: one that cannot run stops the study here."""
+        study with `[tune]` is handed to ``tune`` (``schedlab.tuning.search.tune_study``,
+        which sits above the driver and calls back into it), which tunes, then trains the
+        finals. User code (schedules, datasets, models) is tried first: what cannot run stops
+        the study here, before anything is claimed."""
         check_user_schedules(study)
         check_workloads(study)
-        outcome = self._tune_or_train(study, executor, worker, engine, size)
+        if study.tune is not None:
+            if tune is None:
+                raise ValueError(
+                    f"study {study.name} has [tune]: run it with `schedlab run` or "
+                    "schedlab.run_study, which tune it"
+                )
+            outcome = tune(self, study, executor, worker, engine, size)
+        else:
+            outcome = self.train_study(study, executor, worker, engine, size)
         self.store.reclaim_space()
         return outcome
 
-    def _tune_or_train(
+    def train_study(
         self, study: StudySpec, executor: Executor, worker: Worker, engine: str, size: int
     ) -> StudyOutcome:
-        if study.tune is not None:
-            from schedlab.tuning.search import tune_study
-
-            return tune_study(self, study, executor, worker, engine, size)
+        """Train and measure the study's grid (a study without [tune])."""
         start = time.perf_counter()
         grid = plan.expand(study, engine)
         self.register(study, grid)  # every label: two labels may name one run

@@ -9,13 +9,13 @@ from schedlab.config.engines import DEFAULT_FLEET_SIZE, check_engine_options
 from schedlab.config.study import StudySpec
 from schedlab.execute.base import RunOutcome
 from schedlab.execute.checkpoints import StoreCheckpoints
-from schedlab.execute.driver import LEASE_S, Driver, Events, StudyOutcome
+from schedlab.execute.driver import LEASE_S, Driver, Events, StudyOutcome, TuneStudy
 from schedlab.execute.work import Worker
 from schedlab.plan import RunSpec
 from schedlab.store.store import Store
 from schedlab.training.checkpoint import CheckpointPolicy
 from schedlab.training.common import Progress
-from schedlab.tuning.trials import planned_runs
+from schedlab.trials import planned_runs
 
 
 class LocalExecutor:
@@ -43,8 +43,10 @@ def run_study(
     progress: Progress | None = None,
     lease_s: float = LEASE_S,
     checkpoint_every: int | None = None,
+    tune: TuneStudy | None = None,
 ) -> StudyOutcome:
-    """Train (in this process) every run of ``study`` not finished yet, measure what is missing.
+    """Train (in this process) every run of ``study`` not finished yet, measure what is missing;
+    a study with [tune] is tuned by ``tune`` (``schedlab.tuning.search.tune_study``).
 
     Fleets checkpoint their runs into the store every ``checkpoint_every`` steps (default:
     about once a minute of training) and resume from there."""
@@ -55,7 +57,7 @@ def run_study(
     worker = Worker(device, use_compile, progress, checkpoints)
     size = fleet_size or DEFAULT_FLEET_SIZE[device]
     driver = Driver(store, lease_s, events)
-    return driver.run_study(study, LocalExecutor(worker), worker, engine, size)
+    return driver.run_study(study, LocalExecutor(worker), worker, engine, size, tune)
 
 
 def measure_study(study: StudySpec, store: Store, engine: str = "fleet") -> StudyOutcome:

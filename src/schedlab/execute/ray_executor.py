@@ -21,10 +21,11 @@ from typing import Any
 
 import ray
 
+from schedlab import usercode
 from schedlab.config.engines import DEFAULT_FLEET_SIZE, RUNS_PER_SHARD
 from schedlab.config.study import StudySpec
 from schedlab.execute.base import RunOutcome
-from schedlab.execute.driver import LEASE_S, Driver, Events, StudyOutcome
+from schedlab.execute.driver import LEASE_S, Driver, Events, StudyOutcome, TuneStudy
 from schedlab.execute.work import Worker, error_line
 from schedlab.plan import RunSpec
 from schedlab.store.store import Store
@@ -52,10 +53,17 @@ class FleetResult:
     outcomes: list[RunOutcome]
 
 
-def _train_fleet(fleet: list[RunSpec], device: str, threads: int) -> FleetResult:
-    """The task: train and measure one fleet on whichever node Ray chose."""
+def _train_fleet(
+    fleet: list[RunSpec], device: str, threads: int, search_dirs: list[str]
+) -> FleetResult:
+    """The task: train and measure one fleet on whichever node Ray chose. User modules
+    (schedules, datasets, models) are found where the driver finds them: ``search_dirs``
+    (the study's folder and the driver's directory; on a cluster of several machines, a
+    shared file system or the modules installed on every node)."""
     import torch
 
+    for folder in search_dirs:
+        usercode.add_study_dir(folder)
     torch.set_num_threads(threads)  # the shards: one per CPU the task holds
     start = time.perf_counter()
     outcomes = list(Worker(device).train_fleet(fleet))
@@ -110,7 +118,8 @@ class RayExecutor:
 
     def run(self, fleets: list[list[RunSpec]]) -> Iterator[RunOutcome]:
         pending: dict[Any, list[RunSpec]] = {
-            self.task.remote(fleet, self.device, self.slots.cpus): fleet for fleet in fleets
+            self.task.remote(fleet, self.device, self.slots.cpus, usercode.search_dirs()): fleet
+            for fleet in fleets
         }
         try:
             while pending:
@@ -170,9 +179,11 @@ def run_study_on_ray(
     device: str = "cpu",
     address: str | None = None,
     lease_s: float = LEASE_S,
+    tune: TuneStudy | None = None,
 ) -> StudyOutcome:
     """Train every run of ``study`` not finished yet as Ray tasks; measure what is missing
-    (on the driver, from stored weights). Per-node throughput is added to the notes."""
+    (on the driver, from stored weights); a study with [tune] is tuned by ``tune``.
+    Per-node throughput is added to the notes."""
     started = connect(address)
     try:
         executor = RayExecutor(device)
@@ -180,7 +191,7 @@ def run_study_on_ray(
             DEFAULT_FLEET_SIZE["cuda"] if device == "cuda" else RUNS_PER_SHARD * executor.slots.cpus
         )
         driver = Driver(store, lease_s, events)
-        outcome = driver.run_study(study, executor, Worker(), engine, largest)
+        outcome = driver.run_study(study, executor, Worker(), engine, largest, tune)
         outcome.notes += executor.summary()
         return outcome
     finally:

@@ -18,11 +18,11 @@ import numpy as np
 from schedlab import plan
 from schedlab.averaging.profiles import gamma_of
 from schedlab.config.study import StudySpec
-from schedlab.measure.registry import METRICS, Metric, averaged
+from schedlab.metrics import METRICS, Metric, averaged
 from schedlab.plan import RunSpec
 from schedlab.store.status import RunStatus
 from schedlab.store.store import Store
-from schedlab.tuning.trials import planned_runs
+from schedlab.trials import planned_runs
 
 
 @dataclass

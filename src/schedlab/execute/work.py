@@ -21,9 +21,9 @@ from schedlab.execute.base import RunOutcome
 from schedlab.execute.checkpoints import StoreCheckpoints
 from schedlab.measure.evaluate import Measured, Trained, evaluate
 from schedlab.measure.losses import reference_eval_losses
-from schedlab.measure.registry import METRICS, Metric, enabled, sample_key
 from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
+from schedlab.metrics import METRICS, Metric, enabled, sample_key
 from schedlab.model.denoiser import load_weights_vector, weights_vector
 from schedlab.model.registry import ModelSpec
 from schedlab.plan import RunSpec

@@ -19,9 +19,9 @@ from torch import nn
 from schedlab import data
 from schedlab.config.settings import Settings
 from schedlab.measure.losses import reference_eval_losses
-from schedlab.measure.registry import Metric, Need, enabled
 from schedlab.measure.sampling import timed_samples
 from schedlab.measure.workload import Workload
+from schedlab.metrics import Metric, Need, enabled
 
 
 @dataclass

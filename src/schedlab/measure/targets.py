@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schedlab.config.settings import TargetSettings
-from schedlab.measure.registry import derived
+from schedlab.metrics import derived
 from schedlab.store.records import RunRecord
 from schedlab.store.status import RunStatus
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from schedlab import usercode
-from schedlab.config.params import Param, check_params
+from schedlab.params import Param, check_params
 
 Input = Literal["vectors", "images", "any"]
 DEFAULT = "mlp"

@@ -9,13 +9,13 @@ from typing import Any
 from schedlab import data
 from schedlab.config.settings import EvalSettings, TargetSettings
 from schedlab.config.study import default_baseline
-from schedlab.measure.registry import METRICS, measurement_keys, sample_key
 from schedlab.measure.targets import dataset_targets, with_time_to_target
+from schedlab.metrics import METRICS, measurement_keys, sample_key
 from schedlab.model import registry as models
 from schedlab.store.records import RunRecord
 from schedlab.store.status import FINISHED, RunStatus
 from schedlab.store.store import Store
-from schedlab.tuning.trials import SearchResult
+from schedlab.trials import SearchResult
 
 # The metrics with a table of their own: key -> (title with unit, decimals), registry order.
 TABLE_METRICS = {m.key: (m.label, m.digits) for m in METRICS.values() if m.table}

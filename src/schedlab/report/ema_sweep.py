@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from schedlab.config.settings import EvalSettings, TrainSettings
-from schedlab.measure.registry import METRICS, averaged
+from schedlab.metrics import METRICS, averaged
 from schedlab.report.data import StudyView
 from schedlab.report.figures import colors, save
 from schedlab.report.html import esc, fmt, image, table

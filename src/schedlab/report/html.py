@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from schedlab.measure.registry import METRICS
+from schedlab.metrics import METRICS
 from schedlab.report.data import TABLE_METRICS, StudyView
 from schedlab.report.stats import INTERVAL
 from schedlab.report.tables import (

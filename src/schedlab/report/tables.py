@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from schedlab.measure.registry import METRICS
+from schedlab.metrics import METRICS
 from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS, StudyView
 from schedlab.report.stats import (
     INTERVAL,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from schedlab.measure.registry import METRICS
+from schedlab.metrics import METRICS
 from schedlab.report.data import StudyView
 from schedlab.report.figures import colors, panels, save
 from schedlab.report.html import esc, fmt, table
 from schedlab.report.stats import INTERVAL, Paired, paired_comparison
-from schedlab.tuning.trials import SearchResult
+from schedlab.trials import SearchResult
 
 # Compared seed by seed between a tuned schedule and its configuration as published.
 PUBLISHED_METRICS = ("eval_loss_heldout_ema", "kl_divergence")

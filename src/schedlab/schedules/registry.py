@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from schedlab import usercode
-from schedlab.config.params import Param, check_params, parse_assignment, split_top_level
+from schedlab.params import Param, check_params, parse_assignment, split_top_level
 
 
 @dataclass(frozen=True)

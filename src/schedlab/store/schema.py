@@ -21,11 +21,6 @@ import sqlite3
 import time
 from typing import Any
 
-from schedlab.config.engines import engine_for
-from schedlab.config.settings import EvalSettings
-from schedlab.measure.registry import METRICS, sample_key
-from schedlab.plan import NUMERIC_VERSION, run_id_of
-from schedlab.schedules.registry import ScheduleSpec
 from schedlab.store.status import STORED, RunStatus
 
 SCHEMA_VERSION = 6
@@ -172,8 +167,8 @@ def migrate_from_1(conn: sqlite3.Connection) -> None:
     ).fetchall():
         old_id, dataset, schedule, params, seed, settings_text = row[:6]
         settings = json.loads(settings_text)
-        eval_settings = EvalSettings.model_validate(settings.get("eval", {}))
-        engine = _default_engine(schedule, json.loads(params))
+        eval_settings = {**V1_EVAL_DEFAULTS, **settings.get("eval", {})}
+        engine = "loop" if schedule == "schedule_free" else "fleet"
         identity = {
             "dataset": dataset,
             "dim": 2,  # schema 1 knew 2D datasets only
@@ -183,9 +178,9 @@ def migrate_from_1(conn: sqlite3.Connection) -> None:
             "data": settings["data"],
             "train": settings["train"],
             "engine": engine,
-            "numeric_version": NUMERIC_VERSION,
+            "numeric_version": V1_NUMERIC_VERSION,
         }
-        new_id = new_ids[old_id] = run_id_of(identity)
+        new_id = new_ids[old_id] = _digest(identity, 20)
         metrics = dict(
             conn.execute("SELECT key, value FROM v1_metrics WHERE run_id = ?", (old_id,))
         )
@@ -211,14 +206,15 @@ def migrate_from_1(conn: sqlite3.Connection) -> None:
             ),
         )
         for key, value in metrics.items():
-            if key in METRICS:
+            if key in V1_METRIC_READS:
                 conn.execute(
                     "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?)",
-                    (new_id, key, METRICS[key].key_for(eval_settings), value, time.time()),
+                    (new_id, key, _v1_measurement_key(key, eval_settings), value, time.time()),
                 )
+        sample_key = _digest({"samples": eval_settings["samples"], "version": 1}, 16)
         conn.execute(
             "INSERT OR IGNORE INTO samples SELECT ?, ?, points, ? FROM v1_samples WHERE run_id = ?",
-            (new_id, sample_key(eval_settings), metrics.get("inference_time"), old_id),
+            (new_id, sample_key, metrics.get("inference_time"), old_id),
         )
         conn.execute(
             "INSERT OR IGNORE INTO curves (run_id, loss, lr) "
@@ -247,8 +243,30 @@ def plan_id_of(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _default_engine(schedule: str, params: dict[str, Any]) -> str:
-    try:
-        return engine_for("fleet", ScheduleSpec(schedule, params))
-    except ValueError:  # a user-defined schedule that no longer imports
-        return "fleet"
+# What the schema-1 migration needs, frozen as it was when schema 2 came (a migration never
+# reads a live registry: a later change to a metric or to run ids must not move old runs).
+V1_NUMERIC_VERSION = 2  # the run ids of schema 2 (plan.NUMERIC_VERSION then)
+V1_EVAL_DEFAULTS = {"samples": 10_000, "heldout": 10_000}
+V1_METRIC_READS = {  # the schema-1 metrics (all at version 1) and the eval settings they read
+    "kl_divergence": ("samples",),
+    "eval_loss": (),
+    "eval_loss_heldout": ("heldout",),
+    "eval_loss_heldout_ema": ("heldout",),
+    "training_time": (),
+    "inference_time": ("samples",),
+    "kl_floor": ("samples",),
+}
+
+
+def _digest(value: object, length: int) -> str:
+    """run ids (20) and measurement and sample keys (16), as schema 2 computed them."""
+    if length == 20:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    else:
+        text = json.dumps(value, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _v1_measurement_key(metric: str, eval_settings: dict[str, Any]) -> str:
+    used = {name: eval_settings[name] for name in V1_METRIC_READS[metric]}
+    return _digest({"metric": metric, "version": 1, "eval": used}, 16)

@@ -15,7 +15,7 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 from scipy.stats import qmc
 
-from schedlab.tuning.space import Dim, draw
+from schedlab.config.space import Dim, draw
 
 
 def derived_seed(*parts: object) -> int:

@@ -29,8 +29,8 @@ from schedlab import plan
 from schedlab.execute.driver import Driver, StudyOutcome, planned
 from schedlab.store.reads import StoreReads
 from schedlab.store.status import FINISHED
+from schedlab.trials import Search, planned_runs, search_result, searches
 from schedlab.tuning.samplers import make_sampler
-from schedlab.tuning.trials import Search, planned_runs, search_result, searches
 
 if TYPE_CHECKING:
     from schedlab.config.study import StudySpec

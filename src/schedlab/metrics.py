@@ -18,14 +18,9 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from schedlab import data
-from schedlab.config.settings import EvalSettings
-
-if TYPE_CHECKING:
-    from schedlab.measure.evaluate import MeasureContext
-    from schedlab.measure.targets import TargetContext
 
 Need = Literal["training", "weights", "ema_weights", "samples", "reference", "curve", "target"]
 Direction = Literal["lower", "higher"]
@@ -45,13 +40,14 @@ class Metric:
     digits: int  # decimals in tables
     needs: frozenset[Need]
     reads: tuple[str, ...]  # the EvalSettings fields its value depends on
-    # From a MeasureContext; a derived metric's from a measure.targets.TargetContext.
-    compute: Callable[[MeasureContext], float] | Callable[[TargetContext], float]
+    # From a measure.evaluate.MeasureContext; a derived metric's from a
+    # measure.targets.TargetContext (typed Any: the registry is the leaf both of them read).
+    compute: Callable[[Any], float]
     version: int = 1
     table: bool = True  # a table of its own in reports
     paired: bool = False  # compared seed by seed with the baseline in reports
     floor: str | None = None  # the metric that measures what a perfect model scores
-    enabled: Callable[[EvalSettings], bool] = lambda _: True
+    enabled: Callable[[Any], bool] = lambda _: True  # of the study's EvalSettings
     description: str = ""  # one line for readers of a report
     # Whether it means anything for a dataset whose samples have this shape (the true
     # log-density exists for some only; the sample distances and KL are for vectors).
@@ -61,7 +57,7 @@ class Metric:
     # It scores the EMA weights (or their samples): a post-hoc EMA sweep can measure it.
     averaged: bool = False
 
-    def key_for(self, settings: EvalSettings) -> str:
+    def key_for(self, settings: Any) -> str:
         """The measurement key of this metric under ``settings``."""
         used = {name: getattr(settings, name) for name in self.reads}
         return _digest({"metric": self.key, "version": self.version, "eval": used})
@@ -87,12 +83,12 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
-def sample_key(settings: EvalSettings) -> str:
+def sample_key(settings: Any) -> str:
     """The key of a run's generated samples: how many, and how they are drawn."""
     return _digest({"samples": settings.samples, "version": SAMPLING_VERSION})
 
 
-def enabled(settings: EvalSettings) -> list[Metric]:
+def enabled(settings: Any) -> list[Metric]:
     """The metrics measured and stored under ``settings``, in registry order."""
     return [m for m in METRICS.values() if not m.derived and m.enabled(settings)]
 
@@ -390,6 +386,6 @@ def averaged() -> list[Metric]:
     return [m for m in METRICS.values() if m.averaged]
 
 
-def measurement_keys(settings: EvalSettings) -> dict[str, str]:
+def measurement_keys(settings: Any) -> dict[str, str]:
     """metric -> its measurement key under ``settings``, for every stored metric."""
     return {m.key: m.key_for(settings) for m in METRICS.values() if not m.derived}

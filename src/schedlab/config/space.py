@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from schedlab.config.params import Param
+from schedlab.config.entries import ScheduleEntry
+from schedlab.config.tune import SearchRange, TuneSettings
+from schedlab.params import Param
 from schedlab.schedules.registry import WARMUP_PARAMS, lookup
-
-if TYPE_CHECKING:
-    from schedlab.config.study import ScheduleEntry
-    from schedlab.config.tune import SearchRange, TuneSettings
 
 LR_RANGE = (1e-5, 1e-2)
 

@@ -18,15 +18,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schedlab.config.engines import engine_for
+from schedlab.config.entries import ScheduleEntry
 from schedlab.config.settings import PosthocSettings, Settings
-from schedlab.config.study import ScheduleEntry, StudySpec
+from schedlab.config.space import Dim, search_space
+from schedlab.config.study import StudySpec
 from schedlab.config.tune import TuneSettings
-from schedlab.measure.registry import METRICS
+from schedlab.metrics import METRICS
 from schedlab.plan import NUMERIC_VERSION, Chosen, RunSpec, expand
 from schedlab.schedules.registry import resolve
 from schedlab.store.reads import StoreReads
 from schedlab.store.status import RunStatus
-from schedlab.tuning.space import Dim, search_space
 
 
 @dataclass(frozen=True)
