@@ -348,6 +348,109 @@ register(
 )
 
 
+def images(_dataset: str, shape: tuple[int, ...]) -> bool:
+    """The image metrics score samples [C, H, W] in a feature network's space."""
+    return len(shape) == 3
+
+
+def labelled_images(dataset: str, shape: tuple[int, ...]) -> bool:
+    return images(dataset, shape) and data.get(dataset).labels is not None
+
+
+IMAGE_READS = ("samples", "features")
+for key, title, unit, direction, digits, description, applies in (
+    (
+        "frechet_distance",
+        "Frechet distance (feature network)",
+        "",
+        "lower",
+        3,
+        "Frechet distance between Gaussians fitted to real and generated images' features "
+        "(a classifier trained on the dataset's own training split)",
+        images,
+    ),
+    (
+        "precision",
+        "Precision (k-NN manifold, k = 3)",
+        "",
+        "higher",
+        3,
+        "fraction of generated images inside the real images' k-NN manifold (Kynkaanniemi "
+        "et al. 2019), 5,000 a side",
+        images,
+    ),
+    (
+        "recall",
+        "Recall (k-NN manifold, k = 3)",
+        "",
+        "higher",
+        3,
+        "fraction of real images inside the generated images' k-NN manifold",
+        images,
+    ),
+    (
+        "class_kl",
+        "Class KL (mode coverage)",
+        "bits",
+        "lower",
+        3,
+        "KL(true label distribution || the classifier's label histogram of the samples)",
+        labelled_images,
+    ),
+):
+    register(
+        Metric(
+            key,
+            title,
+            unit,
+            direction,  # type: ignore[arg-type]
+            digits,
+            frozenset({"samples", "reference"}),
+            IMAGE_READS,
+            lambda ctx, key=key: ctx.image_score(key),
+            paired=direction == "lower",
+            floor=f"{key}_floor",
+            description=description,
+            applies=applies,
+            averaged=True,
+        )
+    )
+for key, title, applies in (
+    ("frechet_distance", "Frechet distance", images),
+    ("precision", "Precision", images),
+    ("recall", "Recall", images),
+    ("class_kl", "Class KL", labelled_images),
+):
+    register(
+        Metric(
+            f"{key}_floor",
+            f"{title} floor (a fresh real sample scored as generated)",
+            "bits" if key == "class_kl" else "",
+            None,
+            3,
+            frozenset({"reference"}),
+            IMAGE_READS,
+            lambda ctx, key=key: ctx.image_score(key, real=True),
+            table=False,
+            description=f"{title} of real held-out images: what a perfect model scores",
+            applies=applies,
+        )
+    )
+register(
+    Metric(
+        "feature_accuracy",
+        "Feature network's held-out accuracy",
+        "",
+        None,
+        3,
+        frozenset({"reference"}),
+        ("features",),
+        lambda ctx: ctx.feature_accuracy(),
+        table=False,
+        description="the image metrics' classifier on held-out images of the dataset",
+        applies=labelled_images,
+    )
+)
 register(
     Metric(
         "steps_to_target",

@@ -202,10 +202,10 @@ def show_metrics(result: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, metric in METRICS.items():
-        if not metric.applies(result["dataset"], tuple(result["model"]["shape"])):
-            continue
         value = result.get(key, math.nan)
         shown = "-" if not math.isfinite(value) else f"{value:.4f}"
+        if not metric.applies(result["dataset"], tuple(result["model"]["shape"])):
+            shown = "n/a"
         table.add_row(f"{key} ({metric.unit})" if metric.unit else key, shown)
     out.print(table)
     for note in result["notes"]:

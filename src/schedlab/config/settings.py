@@ -97,6 +97,11 @@ class EvalSettings(_Section):
         True, description="also compute the reference's eval loss (a pass over the train set)"
     )
     sample_chunk: int = Field(1000, gt=0, description="samples denoised at once")
+    features: str | None = Field(
+        None,
+        description="module:function giving the image metrics' features of images [n, *shape] "
+        "(default: a classifier trained on a labelled image set)",
+    )
 
 
 class TargetSettings(_Section):

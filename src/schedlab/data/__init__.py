@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schedlab import usercode
-from schedlab.data import digits, mixture, toy2d
+from schedlab.data import digits, mixture, shapes, toy2d
 from schedlab.data.seeds import HELDOUT_SEED, TRAIN_SEED
 
 DEFAULT_DIM = 8  # of a dataset that takes any dimension, unless [data] dim says otherwise
@@ -37,6 +37,10 @@ class Dataset:
     # The [C, H, W] images its vectors are, offered to models that take images (digits).
     image_shape: tuple[int, ...] | None = None
     source_hash: str | None = None  # a user dataset's module source
+    # The class of each sample generate(n, seed) draws (labels(n, seed) -> [n] ints in
+    # range(len(classes))), for labelled sets: what image metrics' feature network learns.
+    labels: Callable[[int, int], np.ndarray] | None = None
+    classes: tuple[str, ...] = ()
 
     def shape(self, requested: int | None = None) -> tuple[int, ...]:
         """One sample's natural shape: its image shape, else its vector dimension."""
@@ -71,6 +75,21 @@ register(
         "8x8 handwritten digits, dequantized; every 5th image held out",
         "scikit-learn's load_digits (1,797 images, shipped with scikit-learn)",
         image_shape=(1, 8, 8),
+        labels=digits.labels,
+        classes=tuple(str(d) for d in range(10)),
+    )
+)
+register(
+    Dataset(
+        "shapes",
+        shapes.SIZE**2,
+        shapes.shapes,
+        "16x16 images of a square, disk, triangle or cross of random position, size and "
+        "brightness; labelled by kind",
+        "generated (factors: kind, centre, radius, intensity)",
+        image_shape=(1, shapes.SIZE, shapes.SIZE),
+        labels=shapes.labels,
+        classes=shapes.KINDS,
     )
 )
 register(

@@ -19,18 +19,33 @@ SPREAD = 4.0
 
 
 @cache
-def images() -> tuple[np.ndarray, np.ndarray]:
-    """(training images [1437, 64], held-out images [360, 64]) as float64 grey levels."""
+def images() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(training images [1437, 64], held-out images [360, 64]) as float64 grey levels, and
+    their digits (training [1437], held-out [360])."""
     from sklearn.datasets import load_digits
 
-    pixels = load_digits().data.astype(np.float64)
+    bunch = load_digits()
+    pixels, target = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
     held_out = np.arange(len(pixels)) % 5 == 0
-    return pixels[~held_out], pixels[held_out]
+    return pixels[~held_out], pixels[held_out], target[~held_out], target[held_out]
+
+
+def _draw(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """(the images drawn [n], their pool, the generator after the draw)."""
+    train, heldout, _, _ = images()
+    pool = heldout if seed == HELDOUT_SEED else train
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, len(pool), n), pool, rng
 
 
 def digits(n: int, seed: int) -> np.ndarray:
-    train, heldout = images()
-    pool = heldout if seed == HELDOUT_SEED else train
-    rng = np.random.default_rng(seed)
-    grey = pool[rng.integers(0, len(pool), n)] + rng.uniform(-0.5, 0.5, (n, pool.shape[1]))
+    index, pool, rng = _draw(n, seed)
+    grey = pool[index] + rng.uniform(-0.5, 0.5, (n, pool.shape[1]))
     return (grey / GREY_LEVELS * 2 - 1) * SPREAD
+
+
+def labels(n: int, seed: int) -> np.ndarray:
+    """The digit (0-9) of each image ``digits(n, seed)`` draws."""
+    index, _, _ = _draw(n, seed)
+    _, _, train, heldout = images()
+    return (heldout if seed == HELDOUT_SEED else train)[index]

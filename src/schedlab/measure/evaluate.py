@@ -51,6 +51,7 @@ class MeasureContext:
         self.workload, self.trained, self.seed, self.settings = workload, trained, seed, settings
         self.training_time = trained.training_time
         self.drawn: tuple[np.ndarray, float] | None = trained.drawn
+        self.image_scores: dict[str, float] | None = None
 
     def available(self, need: Need) -> bool:
         t = self.trained
@@ -122,6 +123,25 @@ class MeasureContext:
         density = data.get(w.dataset).log_density
         assert density is not None  # the metric applies to datasets with a known density only
         return float(density(w.fresh_sample if real else self.samples()[0]).mean())
+
+    def image_score(self, metric: str, real: bool = False) -> float:
+        """An image metric (frechet_distance, precision, recall, class_kl) of the run's
+        samples, or (``real``) of a fresh real sample: the floor."""
+        w = self.workload
+        if w.image_reference is None:
+            raise ValueError(
+                f"no features for {w.dataset}: it has no labels to train the feature network "
+                'on; give [eval] features = "module:function"'
+            )
+        if real:
+            return w.image_floors[metric]
+        if self.image_scores is None:
+            self.image_scores = w.image_reference.scores(self.samples()[0])
+        return self.image_scores[metric]
+
+    def feature_accuracy(self) -> float:
+        reference = self.workload.image_reference
+        return reference.features.accuracy if reference is not None else math.nan
 
     def mmd(self, real: bool = False) -> float:
         w = self.workload

@@ -14,6 +14,7 @@ import numpy as np
 from schedlab import data
 from schedlab.config.settings import Settings
 from schedlab.measure.distances import SampleDistances
+from schedlab.measure.images import ImageReference, features_of
 from schedlab.measure.kl import KLReference
 from schedlab.measure.losses import HeldoutLoss
 from schedlab.model.diffusion import NoiseSchedule
@@ -44,7 +45,7 @@ class Workload:
     def fresh_sample(self) -> np.ndarray:
         """Real points the model never saw, as many as it generates: scored as if generated,
         they give each sample metric's floor (what a perfect model scores, not 0)."""
-        return data.load_heldout(self.dataset, self.settings.eval.samples, self.dim)
+        return data.load_heldout(self.dataset, self.settings.eval.samples, self.dim, self.shape)
 
     @cached_property
     def kl_floor(self) -> float:
@@ -61,6 +62,20 @@ class Workload:
     @cached_property
     def mmd_floor(self) -> float:
         return self.distances.mmd(self.fresh_sample)
+
+    @cached_property
+    def image_reference(self) -> ImageReference | None:
+        """The real images in the image metrics' feature space (None: no features for this
+        dataset: not images, or unlabelled without a feature function)."""
+        features = features_of(self.dataset, self.shape, self.settings.eval.features)
+        return ImageReference(self.dataset, features, self.points) if features else None
+
+    @cached_property
+    def image_floors(self) -> dict[str, float]:
+        """The image metrics of a fresh real held-out sample scored as if generated."""
+        reference = self.image_reference
+        assert reference is not None
+        return reference.scores(self.fresh_sample)
 
     @staticmethod
     def key(dataset: str, settings: Settings, shape: tuple[int, ...] | None = None) -> tuple:
