@@ -93,3 +93,25 @@ def test_registration_appends_and_never_deletes_another_plan(store):
     assert len(ids) == 2
     first = next(i for i in ids if i != plan_id)
     assert [r for _, r in store.plan_pairs(first)] == ["r1", "r2"]
+
+
+def test_expiring_a_dead_owners_lease_never_expires_a_live_drivers(store, monkeypatch):
+    """The race of two drivers started together after a kill -9: both read the dead owner's
+    run as running; A expires it and claims it; B's expiry, from its stale read, must not end
+    A's lease (before, B then claimed the run too and both trained it)."""
+    import socket
+
+    from schedlab.execute.driver import Driver
+
+    dead = f"{socket.gethostname()}:999999999:dead"
+    assert store.claim("r1", dead, 60, "host", VERSIONS)
+    a, b = Driver(store), Driver(store)
+    stale_read = store.running()  # what B read before A acted
+    a._expire_dead_owners()
+    assert store.claim("r1", a.owner, 60, "host", VERSIONS)
+    monkeypatch.setattr(store, "running", lambda: stale_read)  # B acts on its stale read
+    b._expire_dead_owners()
+    assert store.status("r1") == RunStatus.RUNNING
+    assert not store.claim("r1", b.owner, 60, "host", VERSIONS)
+    monkeypatch.undo()
+    assert store.running()[0][1] == a.owner

@@ -186,8 +186,8 @@ class Driver:
 
     def _expire_dead_owners(self) -> None:
         for run_id, owner, _ in self.store.running():
-            if owner_is_dead(owner):
-                self.store.expire_lease(run_id)
+            if owner is not None and owner_is_dead(owner):
+                self.store.expire_lease(run_id, owner)
 
     def _train(
         self,

@@ -205,12 +205,18 @@ class Store(StoreReads):
             )
             return cursor.rowcount == 1
 
-    def expire_lease(self, run_id: str) -> None:
-        """End a running run's lease now (its driver is known to be dead)."""
+    def expire_lease(self, run_id: str, owner: str) -> bool:
+        """End a running run's lease now if ``owner`` (known to be dead) still holds it: a
+        compare-and-set, so a lease another driver took since ``owner`` was read stays. True
+        when it expired one."""
         with self._transaction() as c:
-            c.execute(
-                f"UPDATE runs SET lease_expires = 0 WHERE run_id = ? AND status = '{RUNNING}'",
-                (run_id,),
+            return (
+                c.execute(
+                    f"UPDATE runs SET lease_expires = 0 WHERE run_id = ? AND owner = ? "
+                    f"AND status = '{RUNNING}'",
+                    (run_id, owner),
+                ).rowcount
+                == 1
             )
 
     def running(self) -> list[tuple[str, str | None, float | None]]:
