@@ -207,3 +207,44 @@ def test_measure_dry_run_lists_what_it_would_measure_and_writes_nothing(study_di
     assert result.stderr.startswith("4 runs would be measured; nothing written.")
     assert store.read_bytes() == before
     assert sorted(p.name for p in store.parent.iterdir()) == ["tiny.sqlite"]  # no -wal, -shm
+
+
+@pytest.fixture
+def small_disk():
+    """A 2 MiB tmpfs, empty: room for a store, not for a study's weights."""
+    where = Path(tempfile.mkdtemp(prefix="schedlab-small-", dir="/tmp"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        where.rmdir()
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+        where.rmdir()
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_while_training_stops_the_study_with_its_runs_pending(
+    tmp_path, small_disk
+):
+    """Before: exit 1 with no error line, and every run marked failed with "cannot rollback -
+    no transaction is active" (SQLite had rolled back by itself on the full disk)."""
+    study = tmp_path / "full.toml"
+    text = TINY.read_text().replace("emb_size = 8", "emb_size = 128")
+    study.write_text(text.replace("hidden_size = 16", "hidden_size = 256"))
+    store = small_disk / "s.sqlite"
+    result = subprocess.run(
+        [SCHEDLAB, "run", str(study), "--store", str(store)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{store}: disk full" in errors[0] and "free some space" in errors[0]
+    status = subprocess.run(
+        [SCHEDLAB, "status", str(study), "--store", str(store)], capture_output=True, text=True
+    )
+    assert status.returncode == 0 and "done" not in status.stdout and "failed" not in status.stdout
+    assert status.stdout.count("2 pending") == 2

@@ -111,6 +111,8 @@ def run(
     check_engine_options(engine, fleet_size, device, local=executor == "local")
     if not lease > 0:
         raise ValueError(f"--lease must be a positive number of seconds, got {lease}")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be a positive int, got {checkpoint_every}")
     spec = load(study, engine)
     path = store_path(spec, store)
     use_threads(threads)
@@ -271,6 +273,11 @@ def measure(
     spec = load(study, engine)
     path = store_path(spec, store)
     stds = parse_stds(ema_sweep) if ema_sweep is not None else None
+    if stds is not None and not spec.ema.posthoc:
+        raise ValueError(
+            f"--ema-sweep measures post-hoc EMAs, and study {spec.name!r} keeps no snapshots: "
+            "set [ema] posthoc = true in it and run it (its runs train again, with them)"
+        )
     sweep_metrics = parse_metrics(ema_metrics)
     if dry_run:
         with Store(path, create=False, read_only=True) as db:

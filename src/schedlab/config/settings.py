@@ -22,7 +22,7 @@ class _Section(BaseModel):
 
 
 class DataSettings(_Section):
-    n: int = Field(100_000, gt=0, le=10_000_000, description="training points per dataset")
+    n: int = Field(100_000, ge=2, le=10_000_000, description="training points per dataset")
     dim: int | None = Field(
         None, ge=1, le=4096, description="dimension of the datasets that take any (mixture; 8)"
     )
@@ -37,10 +37,10 @@ class TrainSettings(_Section):
     ema_beta: float = Field(0.995, ge=0, le=1, description="EMA decay ceiling")
     ema_every: int = Field(10, gt=0, description="steps between EMA updates")
     ema_warmup: int = Field(100, ge=0, description="steps during which the EMA copies weights")
-    emb_size: int = Field(128, ge=4, multiple_of=2)
-    hidden_size: int = Field(256, gt=0)
-    hidden_layers: int = Field(3, ge=0)
-    timesteps: int = Field(100, ge=2, description="diffusion steps T")
+    emb_size: int = Field(128, ge=4, le=4096, multiple_of=2)
+    hidden_size: int = Field(256, gt=0, le=65_536)
+    hidden_layers: int = Field(3, ge=0, le=256)
+    timesteps: int = Field(100, ge=2, le=100_000, description="diffusion steps T")
     beta_schedule: Literal["linear", "quadratic"] = "linear"
     dtype: Literal["float32", "float64"] = "float32"
     precision: Literal["bf16-mixed"] | None = Field(
@@ -91,8 +91,12 @@ class TrainSettings(_Section):
 
 
 class EvalSettings(_Section):
-    samples: int = Field(10_000, gt=5, description="generated samples for KL and plots")
-    heldout: int = Field(10_000, gt=0, description="held-out points for the held-out loss")
+    samples: int = Field(
+        10_000, gt=5, le=10_000_000, description="generated samples for KL and plots"
+    )
+    heldout: int = Field(
+        10_000, gt=0, le=10_000_000, description="held-out points for the held-out loss"
+    )
     reference_eval_loss: bool = Field(
         True, description="also compute the reference's eval loss (a pass over the train set)"
     )

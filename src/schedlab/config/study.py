@@ -30,6 +30,7 @@ from schedlab.schedules import registry
 # A study's name names its store and report files: a safe slug, no leading dot.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 MAX_SEEDS = 10_000
+MAX_SEED = 2**63 - 1
 
 
 class StudySpec(BaseModel):
@@ -88,8 +89,11 @@ class StudySpec(BaseModel):
                 raise ValueError(f"seeds lists at most {MAX_SEEDS} seeds, got {len(value)}")
             if not value:
                 raise ValueError("seeds must not be an empty list")
-            if any(s < 0 for s in value) or len(set(value)) != len(value):
-                raise ValueError(f"seeds must be distinct non-negative ints, got {value}")
+            if any(not 0 <= s <= MAX_SEED for s in value) or len(set(value)) != len(value):
+                raise ValueError(
+                    f"seeds must be distinct ints in [0, 2**63 - 1] (the store's integers), "
+                    f"got {value}"
+                )
         return value
 
     @model_validator(mode="after")

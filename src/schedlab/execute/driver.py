@@ -11,6 +11,7 @@ puts the runs in flight back to pending.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import platform
 import secrets
@@ -30,7 +31,7 @@ from schedlab.metrics import Metric, enabled, sample_key
 from schedlab.plan import RunSpec
 from schedlab.store.records import PlannedRun
 from schedlab.store.status import FINISHED, RunStatus, owner_is_dead, owner_name
-from schedlab.store.store import Store
+from schedlab.store.store import DiskFullError, Store
 
 LEASE_S = 120.0  # a claim lives this long unless renewed; renewed every quarter of it
 POLL_S = 2.0  # how often a driver with nothing to claim looks at the runs others hold
@@ -224,6 +225,11 @@ class Driver:
             except KeyboardInterrupt:
                 for run_id in in_flight:
                     self.store.release(run_id, self.owner, "interrupted")
+                raise
+            except DiskFullError:  # back to pending where the store still takes a write
+                for run_id in in_flight:
+                    with contextlib.suppress(DiskFullError):
+                        self.store.release(run_id, self.owner, "the disk under the store is full")
                 raise
             for run in in_flight.values():  # an executor that lost a run says nothing of it
                 self.store.mark_failed(run.run_id, self.owner, "the executor returned no result")

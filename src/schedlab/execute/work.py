@@ -30,6 +30,7 @@ from schedlab.plan import RunSpec
 from schedlab.schedules.curves import check_user_schedule
 from schedlab.store.records import Commit
 from schedlab.store.status import RunStatus
+from schedlab.store.store import DiskFullError
 from schedlab.training import engines
 from schedlab.training.common import Member, Progress, TrainResult, build_model
 
@@ -94,6 +95,8 @@ class Worker:
                 checkpoints,
                 posthoc_plan(fleet[0].settings),
             )
+        except DiskFullError:  # the store cannot take more: the study stops
+            raise
         except Exception as err:  # recorded for each run of the fleet; the study goes on
             for run in fleet:
                 yield RunOutcome(run, None, error_line(err))
@@ -101,6 +104,8 @@ class Worker:
         try:
             drawn = self.draw_samples(fleet, workloads, results)
             eval_losses = self.eval_losses(fleet, workloads, results)
+        except DiskFullError:  # the store cannot take more: the study stops
+            raise
         except Exception as err:  # recorded for each run of the fleet; the study goes on
             for run in fleet:
                 yield RunOutcome(run, None, error_line(err))
@@ -112,6 +117,8 @@ class Worker:
                 )
                 if restart is not None:
                     commit = dataclasses.replace(commit, notes=(*commit.notes, restart))
+            except DiskFullError:
+                raise
             except Exception as err:  # recorded; the study goes on
                 yield RunOutcome(run, None, error_line(err))
             else:

@@ -9,6 +9,7 @@ next. Read-only commands open the file read-only and never write, even to migrat
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
@@ -39,9 +40,18 @@ class StoreError(ValueError):
     """A store that cannot be used as it is; the message says why."""
 
 
+class DiskFullError(OSError):
+    """The disk under the store filled up while writing: the study stops (its runs go back
+    to pending) and the message names the file."""
+
+    def __init__(self, path: Path, err: sqlite3.Error) -> None:
+        super().__init__(errno.ENOSPC, f"disk full (SQLite: {err}); free some space and run again")
+        self.filename = str(path)
+
+
 def describe_error(path: Path, err: sqlite3.Error) -> str:
     """One line naming the store and what is wrong with it, and what to do."""
-    text = str(err)
+    text = " ".join(str(err).split())  # SQLite's own text may span lines
     if "malformed" in text:
         return (
             f"{path} is corrupted (SQLite: {text}); restore it from a backup, or move it aside "
@@ -95,6 +105,11 @@ class Store(StoreReads):
 
     def _check_or_create(self) -> None:
         if not self.read_only:
+            # Another program's SQLite file is refused before anything is written to it (WAL
+            # mode is written into the file's header).
+            names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+            if names:
+                self._version(self.conn, names)
             self.conn.execute("PRAGMA journal_mode=WAL")
         # BEGIN IMMEDIATE takes the write lock first, so two processes opening a new file
         # together create the schema once: the second waits, then finds it made.
@@ -146,13 +161,19 @@ class Store(StoreReads):
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite rolls back by itself on a full disk
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as err:
+            if "full" in str(err):
+                raise DiskFullError(self.path, err) from err
             raise
-        self.conn.execute("COMMIT")
 
     def register_plan(self, name: str, spec: Mapping[str, Any], plan: Iterable[PlannedRun]) -> str:
         """Record a study's spec and its planned runs; returns the plan's id.
