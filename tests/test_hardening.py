@@ -1,6 +1,7 @@
 """Cases from a careful user's attack: each failed before its fix (see the closing notes)."""
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -123,3 +124,50 @@ def test_a_command_line_mistake_is_one_error_line_and_exit_2(args, message):
     result = subprocess.run([*SCHEDLAB, *args], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
+def test_outputs_follow_the_umask_and_a_later_write_removes_a_killed_ones_litter(
+    tiny_trained, tmp_path, mask, file_mode, dir_mode
+):
+    """Before: CSVs were written 0600 and report folders 0700 whatever the umask, and the
+    temporary files of a killed export or report stayed beside their target for good."""
+    study, store = tiny_trained
+    dead = "999999999"  # no such process
+    (tmp_path / f".runs.csv.{dead}.x1.tmp").write_text("half a CSV")
+    (tmp_path / f".report.{dead}.x2.tmp").mkdir()
+    (tmp_path / f".report.{dead}.x2.tmp" / "index.html").write_text("half a report")
+    mine = tmp_path / f".runs.csv.{os.getpid()}.x3.tmp"  # a live writer's: kept
+    mine.write_text("in progress")
+    command = (
+        f"umask {mask:03o}; {sys.executable} -m schedlab export {study} --store {store} "
+        f"--out {tmp_path}/runs.csv && {sys.executable} -m schedlab report {study} "
+        f"--store {store} --out {tmp_path}/report"
+    )
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["runs.csv", "report", mine.name])
+    assert (tmp_path / "runs.csv").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "report").stat().st_mode & 0o777 == dir_mode
+    assert (tmp_path / "report" / "index.html").stat().st_mode & 0o777 == file_mode
+
+
+def test_reads_find_a_studys_runs_whichever_engine_trained_them(tmp_path):
+    """Before: a study run with --engine loop showed every run pending in status and export,
+    and report said no run of the file was in the store, unless --engine loop was given."""
+    store = str(tmp_path / "loop.sqlite")
+    trained = runner.invoke(app, ["run", str(TINY), "--store", store, "--engine", "loop"])
+    assert trained.exit_code == 0, trained.output
+    status = runner.invoke(app, ["status", str(TINY), "--store", store])
+    assert status.stdout.count("2 done") == 2 and "pending" not in status.stdout
+    exported = runner.invoke(app, ["export", str(TINY), "--store", store, "--out", "-"])
+    rows = exported.stdout.splitlines()[1:]
+    assert len(rows) == 4 and all(",done," in row and ",loop," in row for row in rows)
+    out = tmp_path / "report"
+    report = runner.invoke(app, ["report", str(TINY), "--store", store, "--out", str(out)])
+    assert report.exit_code == 0 and "not finished" not in report.output
+    assert "4 of 4 planned runs finished" in (out / "index.html").read_text()
+    asked = runner.invoke(app, ["status", str(TINY), "--store", store, "--engine", "fleet"])
+    assert asked.stdout.count("2 pending") == 2  # an explicit --engine is obeyed

@@ -2,11 +2,15 @@
 
 A file is written to a temporary name in its own directory and renamed over the target (one
 atomic step on POSIX). A report's folder is built beside its target and swapped in with two
-renames: a reader sees the old report or the new one, never a mix of the two.
+renames: a reader sees the old report or the new one, never a mix of the two. What lands gets
+the permissions the user's umask gives a new file or folder (a temporary one is private while
+it is written). A temporary name holds its writer's process id: a later write of the same
+target removes what a killed writer left.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -20,15 +24,56 @@ def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, else it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)  # its errors name the folder
     with errors_named(path):
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     temp = Path(name)
     try:
         with errors_named(path, temp):
             yield temp
+            os.chmod(temp, 0o666 & ~umask())
             os.replace(temp, path)
+        remove_litter(path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_litter(path: Path) -> None:
+    """Remove the temporary files and folders of ``path`` that writers killed mid-way left
+    (their process no longer exists)."""
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = entry.name[len(path.name) + 2 :].partition(".")[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager
@@ -86,15 +131,20 @@ def atomic_dir(
     check_replaceable(path, looks_like, what)
     path.parent.mkdir(parents=True, exist_ok=True)  # its errors name the folder
     with errors_named(path):
-        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        temp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         with errors_named(path, temp):
             yield temp
+            mask = umask()
+            os.chmod(temp, 0o777 & ~mask)
+            for entry in temp.rglob("*"):
+                os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~mask)
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)  # left by an earlier swap that was killed
         if path.exists():
             os.replace(path, old)
         os.replace(temp, path)
         shutil.rmtree(old, ignore_errors=True)
+        remove_litter(path)
     finally:
         shutil.rmtree(temp, ignore_errors=True)

@@ -14,8 +14,8 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from schedlab.cli.common import app, err, fail, one_line_errors
-from schedlab.cli.options import EngineOption, StoreOption, StudyArg
-from schedlab.cli.study import load, store_path
+from schedlab.cli.options import ReadEngineOption, StoreOption, StudyArg
+from schedlab.cli.study import load, read_engine, store_path
 from schedlab.files import atomic_file
 from schedlab.results import export_rows, sweep_rows
 from schedlab.store.store import Store
@@ -39,7 +39,7 @@ def export(
         str, typer.Option("--format", metavar="[" + "|".join(FORMATS) + "]", help="what to write")
     ] = "csv",
     store: StoreOption = None,
-    engine: EngineOption = "fleet",
+    engine: ReadEngineOption = None,
     what: Annotated[
         str,
         typer.Option(
@@ -58,11 +58,12 @@ def export(
         fail(f"unknown --what {what!r}; valid: {', '.join(WHAT)}")
     if what == "ema-sweep" and fmt not in ("csv", "parquet"):
         fail(f"--what ema-sweep writes csv or parquet, not {fmt}")
-    spec = load(study, engine)
+    spec = load(study, engine or "fleet")
     to_stdout = str(out_path) == "-"
     if to_stdout and fmt != "csv":
         raise ValueError(f"--out - writes CSV to stdout; {fmt} needs a file or folder")
     with Store(store_path(spec, store), create=False, read_only=True) as db:
+        engine = read_engine(spec, db, engine)
         rows = export_rows(spec, db, engine) if what == "runs" else sweep_rows(spec, db, engine)
         if fmt in ("tensorboard", "mlflow"):
             written = write_logs(fmt, rows, db, out_path, spec.name)

@@ -21,6 +21,15 @@ EngineOption = Annotated[
         help="fleet (vectorized, default) or loop (the reference); part of each run's identity",
     ),
 ]
+ReadEngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        metavar="[" + "|".join(ENGINES) + "]",
+        help="the engine whose runs to read (default: whichever trained this study's runs in "
+        "the store)",
+    ),
+]
 FleetSizeOption = Annotated[
     int | None,
     typer.Option(

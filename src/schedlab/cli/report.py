@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from schedlab.cli.common import app, err, one_line_errors
-from schedlab.cli.options import EngineOption, StoreOption, StudyArg
+from schedlab.cli.options import ReadEngineOption, StoreOption, StudyArg
 
 
 @app.command()
@@ -25,22 +25,22 @@ def report(
     baseline: Annotated[
         str | None, typer.Option(help="schedule label to compare against (default: baseline)")
     ] = None,
-    engine: EngineOption = "fleet",
+    engine: ReadEngineOption = None,
 ) -> None:
     """Write summary.csv, tables (Markdown, LaTeX), figures and index.html for a study: the
     runs its file plans, nothing else."""
-    from schedlab.config.engines import check_engine
+    from schedlab.cli.study import read_engine
     from schedlab.config.study import load_study
     from schedlab.report.build import build_report
     from schedlab.report.data import PlannedStudy
     from schedlab.store.store import Store, default_path
     from schedlab.trials import planned_runs, search_result, searches
 
-    check_engine(engine)
     spec = load_study(study)
     path = store if store is not None else default_path(spec.name)
     target = out_dir if out_dir is not None else Path("reports") / spec.name
     with Store(path, create=False, read_only=True) as db:
+        engine = read_engine(spec, db, engine)
         planned = PlannedStudy(
             spec.model_dump(mode="json"),
             [(r.label, r.run_id) for r in planned_runs(spec, engine, db)],

@@ -21,6 +21,7 @@ from schedlab.cli.options import (
     EngineOption,
     FleetSizeOption,
     LeaseOption,
+    ReadEngineOption,
     StoreOption,
     StudyArg,
     ThreadsOption,
@@ -33,6 +34,7 @@ from schedlab.store.store import Store, default_path
 if TYPE_CHECKING:
     from schedlab.config.study import StudySpec
     from schedlab.execute.driver import Events, StudyOutcome
+    from schedlab.store.reads import StoreReads
 
 
 def store_path(study: StudySpec, store: Path | None) -> Path:
@@ -45,6 +47,18 @@ def load(study: str, engine: str) -> StudySpec:
 
     check_engine(engine)
     return load_study(study)
+
+
+def read_engine(study: StudySpec, store: StoreReads, engine: str | None) -> str:
+    """The engine whose runs a read (status, export, report) shows: the one asked for, else
+    the one that trained most of this study's planned runs in the store (fleet on a tie)."""
+    from schedlab.config.engines import ENGINES, check_engine
+    from schedlab.trials import planned_runs
+
+    if engine is not None:
+        return check_engine(engine)
+    found = {e: store.known(r.run_id for r in planned_runs(study, e, store)) for e in ENGINES}
+    return max(ENGINES, key=lambda e: (found[e], e == "fleet"))
 
 
 def status_table(study: StudySpec, store: Store, engine: str) -> Table:
@@ -331,14 +345,15 @@ def sweep_progress(done: int, total: int) -> None:
 def status(
     study: StudyArg,
     store: StoreOption = None,
-    engine: EngineOption = "fleet",
+    engine: ReadEngineOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON object on stdout: every planned run")
     ] = False,
 ) -> None:
     """Done / pending / running / stale / failed / diverged runs per schedule x dataset."""
-    spec = load(study, engine)
+    spec = load(study, engine or "fleet")
     with Store(store_path(spec, store), create=False, read_only=True) as db:
+        engine = read_engine(spec, db, engine)
         rows = plan_records(spec, db, engine)
         if as_json:
             runs = [

@@ -192,6 +192,10 @@ class StoreReads:
         )
         return [(r, std, m, k, v if v is not None else float("nan")) for r, std, m, k, v in rows]
 
+    def known(self, run_ids: Iterable[str]) -> int:
+        """How many of ``run_ids`` the store has ever seen (planned, whatever their status)."""
+        return self._of_runs("SELECT count(*) FROM runs WHERE {runs}", run_ids)[0][0]
+
     def _of_runs(self, query: str, run_ids: Iterable[str]) -> list[tuple[Any, ...]]:
         """``query`` with ``{runs}`` standing for "run_id IN (the given ids)"."""
         ids = list(run_ids)
