@@ -120,3 +120,78 @@ def test_a_store_of_two_studies_asks_which(tiny_trained, tmp_path):
     with pytest.raises(ValueError, match=r"holds 2 studies \(other, tiny\); give study="):
         schedlab.load_results(both)
     assert len(schedlab.load_results(both, doc)) == 1
+
+
+def two_groups(first: float = 1e-3, second: float = 1e-5) -> torch.optim.Optimizer:
+    a, b = torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)
+    return torch.optim.AdamW([{"params": [a], "lr": first}, {"params": [b], "lr": second}])
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "torch_scheduler"),
+    [
+        ("cosine", {}, lambda o, n: torch.optim.lr_scheduler.CosineAnnealingLR(o, n)),
+        (
+            "onecycle",
+            {},
+            lambda o, n: torch.optim.lr_scheduler.OneCycleLR(
+                o, max_lr=[1e-3, 1e-5], total_steps=n, cycle_momentum=False
+            ),
+        ),
+        (
+            "cyclic",
+            {"step_size_up": 10, "min_factor": 0.1},
+            lambda o, n: torch.optim.lr_scheduler.CyclicLR(
+                o, base_lr=[1e-4, 1e-6], max_lr=[1e-3, 1e-5], step_size_up=10, cycle_momentum=False
+            ),
+        ),
+        (
+            "step",
+            {"step_size": 7, "gamma": 0.5},
+            lambda o, n: torch.optim.lr_scheduler.StepLR(o, 7, 0.5),
+        ),
+    ],
+)
+def test_get_scheduler_is_a_drop_in_for_torchs_own(name, params, torch_scheduler):
+    """Every group at its own LR (before, onecycle and cyclic gave every group the first
+    group's), step() without a loss, get_last_lr, and a bitwise state_dict round trip."""
+    steps = 60
+    ours_opt, theirs_opt = two_groups(), two_groups()
+    ours = schedlab.get_scheduler(name, ours_opt, num_training_steps=steps, **params)
+    theirs = torch_scheduler(theirs_opt, steps)
+    assert ours.get_last_lr() == pytest.approx(theirs.get_last_lr(), rel=1e-12)
+    saved = None
+    for step in range(steps - 1):
+        ours_opt.step(), theirs_opt.step()
+        ours.step()
+        theirs.step()
+        assert ours.get_last_lr() == pytest.approx(theirs.get_last_lr(), rel=1e-12), step
+        if step == 20:
+            saved = ours.state_dict()
+    assert saved is not None
+    resumed_opt = two_groups()
+    resumed = schedlab.get_scheduler(name, resumed_opt, num_training_steps=steps, **params)
+    resumed.load_state_dict(saved)
+    again = two_groups()
+    straight = schedlab.get_scheduler(name, again, num_training_steps=steps, **params)
+    for _ in range(21):
+        again.step()
+        straight.step()
+    assert resumed.get_last_lr() == straight.get_last_lr()
+    for _ in range(steps - 22):
+        resumed_opt.step(), again.step()
+        resumed.step()
+        straight.step()
+        assert resumed.get_last_lr() == straight.get_last_lr()  # bitwise
+
+
+def test_get_scheduler_refuses_what_would_silently_differ():
+    optimizer = two_groups()
+    with pytest.raises(ValueError, match="AdamWScheduleFree optimizer at a constant LR"):
+        schedlab.get_scheduler("schedule_free", optimizer, num_training_steps=10)
+    plateau = schedlab.get_scheduler("plateau", optimizer, num_training_steps=10)
+    with pytest.raises(ValueError, match=r"watches the training loss: call step\(loss\)"):
+        plateau.step()
+    plateau.step(1.0)
+    warm = schedlab.get_scheduler("cosine", two_groups(), 100, num_warmup_steps=10)
+    assert warm.get_last_lr() == pytest.approx([1e-5, 1e-7])  # the ramp's 0.01 start

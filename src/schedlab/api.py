@@ -5,7 +5,7 @@ its schedules in your own training loop.
     outcome = schedlab.run_study("study.toml")           # or a preset name, or a StudySpec
     results = schedlab.load_results(study="study.toml")  # one row per run, as `schedlab export`
     curves = schedlab.load_curves(study="study.toml")    # one row per run and step
-    driver = schedlab.get_scheduler("cosine", optimizer, steps=10_000, warmup_steps=500)
+    scheduler = schedlab.get_scheduler("cosine", optimizer, num_training_steps=10_000)
 
 Each function does what the command line does with the same study and store: the same
 claims (a study shared with `schedlab run` processes trains each run once), the same rows.
@@ -174,18 +174,36 @@ def load_ema_sweep(
     return pd.DataFrame(rows, columns=keys).astype({m.key: "float64" for m in averaged()})
 
 
-def get_scheduler(name: str, optimizer: Optimizer, steps: int, **params: Any) -> LRDriver:
+def get_scheduler(
+    name: str,
+    optimizer: Optimizer,
+    num_training_steps: int | None = None,
+    num_warmup_steps: int | None = None,
+    *,
+    steps: int | None = None,
+    **params: Any,
+) -> LRDriver:
     """The schedule ``name`` (any of `schedlab schedules`, warm-up parameters included) over
-    ``steps`` optimizer steps of ``optimizer``, as schedlab trains with it.
-
-    Call ``.step(train_loss)`` after every optimizer step; a plateau schedule watching the
-    held-out loss also takes ``heldout_loss``, a function called only when it looks."""
+    ``num_training_steps`` optimizer steps of ``optimizer`` (``steps`` is the same), as
+    schedlab trains with it: a drop-in for ``transformers.get_scheduler`` or a torch
+    scheduler. Call ``.step()`` after every optimizer step (``.step(loss)`` for a plateau
+    schedule watching the training loss; one watching the held-out loss takes
+    ``heldout_loss``, a function called only when it looks). Every parameter group keeps its
+    own LR; ``get_last_lr()``, ``state_dict()`` and ``load_state_dict()`` work as torch's."""
     from schedlab.schedules.driver import LRDriver
-    from schedlab.schedules.registry import resolve
+    from schedlab.schedules.registry import lookup, resolve, split_schedule
 
-    if steps <= 0:
-        raise ValueError(f"steps must be a positive int, got {steps}")
-    return LRDriver(optimizer, resolve(name, params, steps), steps)
+    total = num_training_steps if num_training_steps is not None else steps
+    if total is None or total <= 0:
+        raise ValueError(f"num_training_steps must be a positive int, got {total}")
+    if num_warmup_steps is not None:
+        params = {**params, "warmup_steps": num_warmup_steps}
+    if lookup(split_schedule(name)[0]).optimizer == "schedule_free":
+        raise ValueError(
+            f"{name!r} is no LR schedule: it is schedulefree's AdamWScheduleFree optimizer at a "
+            "constant LR. Train with schedulefree.AdamWScheduleFree instead of a scheduler"
+        )
+    return LRDriver(optimizer, resolve(name, params, total), total)
 
 
 def _open(

@@ -51,7 +51,7 @@ def _polynomial(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRSch
 def _onecycle(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
     return sched.OneCycleLR(
         opt,
-        max_lr=opt.param_groups[0]["lr"],
+        max_lr=[group["lr"] for group in opt.param_groups],  # each group peaks at its own LR
         total_steps=steps,
         pct_start=p["pct_start"],
         anneal_strategy=p["anneal_strategy"],
@@ -63,10 +63,10 @@ def _onecycle(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRSched
 
 
 def _cyclic(opt: Optimizer, steps: int, p: Mapping[str, Any]) -> sched.LRScheduler:
-    top = opt.param_groups[0]["lr"]
+    top = [group["lr"] for group in opt.param_groups]  # each group cycles below its own LR
     return sched.CyclicLR(
         opt,
-        base_lr=top * p["min_factor"],
+        base_lr=[lr * p["min_factor"] for lr in top],
         max_lr=top,
         step_size_up=p["step_size_up"],
         step_size_down=p["step_size_down"] or None,
