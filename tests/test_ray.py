@@ -211,13 +211,21 @@ def test_a_node_lost_mid_study_costs_no_run(cluster, tmp_path):
     assert {(status, attempts) for _, status, attempts in runs} == {("done", 1)}
 
 
-def test_a_study_of_user_modules_beside_its_file_trains_on_two_nodes(cluster, tmp_path):
+def test_a_study_of_user_modules_beside_its_file_trains_on_two_nodes(
+    cluster, tmp_path, monkeypatch
+):
     """The own-model example: its dataset and model modules sit beside the study file, on no
     worker's path; the tasks find them where the driver does, with the local executor's numbers."""
     import shutil
+    import sys
 
+    from schedlab import usercode
     from schedlab.config.study import load_study
 
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the study's folder goes on it
+    monkeypatch.setattr(usercode, "_STUDY_DIRS", [])
+    for name in ("my_data", "my_model"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     folder = tmp_path / "own"
     shutil.copytree(Path(__file__).parents[1] / "docs" / "examples" / "own_model", folder)
     study_file = folder / "study.toml"

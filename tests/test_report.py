@@ -40,6 +40,8 @@ from schedlab.report.tables import (
 from schedlab.store.store import Store
 from schedlab.testing import synthetic_store
 
+IMAGES = ("frechet_distance", "precision", "recall", "class_kl")  # n/a on 2-D points
+
 runner = CliRunner()
 
 
@@ -105,8 +107,8 @@ def test_summary_cells_match_an_independent_recomputation(report, synthetic_stor
     # baseline's (and cosine's, the same runs); every other schedule ends above it.
     reached = [r for r in rows if r["metric"] == "steps_to_target" and r["n"] != "0"]
     assert {r["schedule"] for r in reached} == {"baseline", "cosine"} and len(reached) == 8
-    assert checked == 5 * 4 * (len(TABLE_METRICS) - 3) + 2 * len(reached)
-    measured = [r for r in rows if r["metric"] not in ("log_density", *TIME_TO_TARGET)]
+    assert checked == 5 * 4 * (len(TABLE_METRICS) - 3 - len(IMAGES)) + 2 * len(reached)
+    measured = [r for r in rows if r["metric"] not in ("log_density", *IMAGES, *TIME_TO_TARGET)]
     failed = [r for r in measured if r["schedule"] == "step" and r["dataset"] == "moons"]
     diverged = [r for r in measured if r["schedule"] == "plateau" and r["dataset"] == "line"]
     assert {r["n"] for r in failed} == {"2"} and {r["n"] for r in diverged} == {"2"}
@@ -197,7 +199,8 @@ def test_tables_and_page_read_back(report):
     md = (report / "tables.md").read_text()
     assert "| schedule | circle | dino | line | moons |" in md and "*bias floor*" in md
     tex = (report / "tables.tex").read_text()
-    assert tex.count("\\toprule") == len(TABLE_METRICS) - 1  # no log_density in 2-D
+    # no log_density and no image metric in 2-D
+    assert tex.count("\\toprule") == len(TABLE_METRICS) - 1 - len(IMAGES)
     assert "$\\pm$" in tex
     page = (report / "index.html").read_text()
     assert "RuntimeError: synthetic failure" in page and "loss became nan at step 49" in page
@@ -216,7 +219,7 @@ def test_tables_and_page_read_back(report):
         PAIRED_METRICS
     )  # cosine is the baseline's own runs: not compared
     assert "cosine: the same runs as the baseline" in page
-    for key in TABLE_METRICS.keys() - {"log_density"}:  # each shown metric is described
+    for key in TABLE_METRICS.keys() - {"log_density", *IMAGES}:  # each shown one described
         assert html.escape(METRICS[key].description) in page, key
 
 

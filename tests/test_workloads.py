@@ -39,11 +39,12 @@ def example(tmp_path, monkeypatch):
     folder = tmp_path / "own"
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.chdir(tmp_path)  # not the study's folder: modules are found beside the study
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    for name in ("my_data", "my_model"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
     from schedlab import usercode
 
+    # Study folders another test added (a copy of this example) must not shadow this one's.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in usercode.search_dirs()])
+    for name in ("my_data", "my_model"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(usercode, "_STUDY_DIRS", [])
     data.user_defined.cache_clear()
     from schedlab.model import registry

@@ -16,6 +16,15 @@ from schedlab.store.store import Store
 LABELS = ("baseline", "step", "exponential", "plateau", "cosine")
 DATASETS = ("circle", "dino", "line", "moons")
 KL_FLOOR = {"circle": 0.02, "dino": -0.07, "line": 0.015, "moons": -0.03}
+# The image metrics, which do not apply to 2-D points: stored as NaN.
+IMAGE_METRICS = [
+    *(
+        f"{k}{end}"
+        for k in ("frechet_distance", "precision", "recall", "class_kl")
+        for end in ("", "_floor")
+    ),
+    "feature_accuracy",
+]
 
 
 def synthetic_store(
@@ -72,6 +81,8 @@ def synthetic_store(
                 "mmd_floor": 0.0001,
                 "log_density": float("nan"),  # no known density for these datasets
                 "log_density_floor": float("nan"),
+                # Image metrics: these are 2-D points (they do not apply).
+                **{key: float("nan") for key in IMAGE_METRICS},
             }
             stored = {k for k, m in METRICS.items() if not m.derived}
             assert set(metrics) == stored, "the synthetic store covers every stored metric"
