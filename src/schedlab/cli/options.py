@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from schedlab.config.engines import DEFAULT_FLEET_SIZE, DEVICES, ENGINES
+from schedlab.config.presets import PRESETS
 
-StudyArg = Annotated[str, typer.Argument(help="a study TOML file, or a preset: paper, quick")]
+StudyArg = Annotated[
+    str, typer.Argument(help=f"a study TOML file, or a preset: {', '.join(PRESETS)}")
+]
 StoreOption = Annotated[
     Path | None,
     typer.Option("--store", help="SQLite store (default ./schedlab-runs/<study>.sqlite)"),

@@ -247,9 +247,17 @@ def profiles_details(order: list[str], profiles: dict[str, dict[str, list[float]
 def status_section(view: StudyView) -> str:
     total = len(view.records) + view.not_in_store
     missing = view.missing()
+    distinct = {r.run_id for r in view.records}
+    finished = distinct - {r.run_id for r in missing}
+    shared = (
+        f": {len(finished)} of {len(distinct) + view.not_in_store} distinct runs, as `schedlab "
+        "run` counts them (labels of one configuration share their runs)"
+        if len(distinct) < len(view.records)
+        else ""
+    )
     parts = [
         f"<h2>Runs</h2><p>{total - len(missing)} of {total} planned runs finished "
-        f"(done or diverged).</p>"
+        f"(done or diverged){shared}.</p>"
     ]
     if view.not_in_store:
         parts.append(
