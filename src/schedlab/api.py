@@ -14,7 +14,7 @@ claims (a study shared with `schedlab run` processes trains each run once), the 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
 
     from schedlab.config.study import StudySpec
-    from schedlab.execute.driver import StudyOutcome
+    from schedlab.execute.driver import Events, StudyOutcome
     from schedlab.schedules.driver import LRDriver
     from schedlab.store.store import Store
 
@@ -80,13 +80,15 @@ def run_study(
     fleet_size: int | None = None,
     address: str | None = None,
     threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> StudyOutcome:
     """Train every run of ``study`` not finished in ``store`` (default
     ./schedlab-runs/<name>.sqlite) and measure what is missing; as `schedlab run`.
 
     ``executor`` is "local" (fleets in this process) or "ray" (fleets as Ray tasks, on the
-    cluster at ``address`` or a local one); ``threads`` as `schedlab run --threads`. Returns
-    the outcome: runs planned, skipped, and trained by status."""
+    cluster at ``address`` or a local one); ``threads`` as `schedlab run --threads`;
+    ``progress(line)`` is handed the lines `schedlab run` logs (a fleet started, a run
+    finished). Returns the outcome: runs planned, skipped, and trained by status."""
     from schedlab.config.engines import check_engine_options
     from schedlab.store.store import Store, default_path
     from schedlab.threads import use_threads
@@ -97,17 +99,30 @@ def run_study(
     check_engine_options(engine, fleet_size, device, local=executor == "local")
     spec = study_spec(study)
     use_threads(threads)
+    events = progress_events(progress) if progress is not None else None
     path = Path(store) if store is not None else default_path(spec.name)
     with Store(path) as db:
         if executor == "ray":
             from schedlab.execute.ray_executor import run_study_on_ray
 
             return run_study_on_ray(
-                spec, db, None, engine, fleet_size, device, address, tune=tune_study
+                spec, db, events, engine, fleet_size, device, address, tune=tune_study
             )
         from schedlab.execute.local import run_study as run_locally
 
-        return run_locally(spec, db, None, engine, fleet_size, device, tune=tune_study)
+        return run_locally(spec, db, events, engine, fleet_size, device, tune=tune_study)
+
+
+def progress_events(progress: Callable[[str], None]) -> Events:
+    """The driver's events as the lines `schedlab run` logs, handed to ``progress``."""
+    from schedlab.execute.driver import Events, describe
+
+    return Events(
+        started=lambda what, done, total: progress(
+            f"{what}: started ({done} of {total} runs done)"
+        ),
+        finished=lambda run, status: progress(f"{describe(run)}: {status}"),
+    )
 
 
 def load_results(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from collections import Counter
@@ -109,6 +110,12 @@ def run(
         str | None,
         typer.Option(help="Ray cluster to join (ray start --head prints it); default: a local one"),
     ] = None,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            help="tensorboard:DIR: write each run's loss and LR curves there while it trains"
+        ),
+    ] = None,
 ) -> None:
     """Run a study: plan the grid, train what is not finished, measure what is missing.
 
@@ -127,6 +134,16 @@ def run(
         raise ValueError(f"--lease must be a positive number of seconds, got {lease}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be a positive int, got {checkpoint_every}")
+    live = None
+    if log is not None:
+        from schedlab.exports.live import LiveTensorBoard, parse_log
+
+        if executor != "local":
+            raise ValueError(
+                "--log writes curves as fleets train in this process: use it with "
+                "--executor local (export them after a Ray study)"
+            )
+        live = LiveTensorBoard(parse_log(log)[1])
     spec = load(study, engine)
     path = store_path(spec, store)
     use_threads(threads)
@@ -138,6 +155,7 @@ def run(
         Store(path) as db,
         progress_display(spec.train.steps, executor == "local") as shown,
         stopping.stopping_on_signals(),
+        contextlib.closing(live) if live is not None else contextlib.nullcontext(),
     ):
         events, step, bar = shown
         try:
@@ -159,6 +177,7 @@ def run(
                     lease,
                     checkpoint_every,
                     tune_study,
+                    live,
                 )
         except KeyboardInterrupt as stop:
             if bar is not None:
@@ -191,18 +210,16 @@ def run(
 def posthoc_size_line(spec: StudySpec, engine: str) -> str:
     """What post-hoc EMA snapshots add to the store: per run, and for the study's runs."""
     from schedlab.averaging.profiles import snapshot_steps
-    from schedlab.model.denoiser import Denoiser, parameter_count
+    from schedlab.model.check import parameter_count
     from schedlab.plan import expand, unique
 
     t, ema = spec.train, spec.ema
     runs = unique(expand(spec, engine))
     count = len(ema.stds) * len(snapshot_steps(t.steps, ema.snapshots))
     itemsize = 8 if t.dtype == "float64" else 4
-    sizes = {
-        dim: parameter_count(Denoiser(t.emb_size, t.hidden_size, t.hidden_layers, dim)) * itemsize
-        for dim in {run.dim for run in runs}
-    }
-    total = sum(count * sizes[run.dim] for run in runs)
+    models = {json.dumps(run.model.identity(), sort_keys=True): run.model for run in runs}
+    sizes = {key: parameter_count(model) * itemsize for key, model in models.items()}
+    total = sum(count * sizes[json.dumps(run.model.identity(), sort_keys=True)] for run in runs)
     per_run = ", ".join(size_text(count * size) for size in sorted(set(sizes.values())))
     return (
         f"post-hoc EMA: {count} snapshots a run ({len(ema.stds)} EMAs x {count // len(ema.stds)})"

@@ -10,7 +10,7 @@ from schedlab.config.study import StudySpec
 from schedlab.execute.base import RunOutcome
 from schedlab.execute.checkpoints import StoreCheckpoints
 from schedlab.execute.driver import LEASE_S, Driver, Events, StudyOutcome, TuneStudy
-from schedlab.execute.work import Worker
+from schedlab.execute.work import RunCurves, Worker
 from schedlab.plan import RunSpec
 from schedlab.store.store import Store
 from schedlab.training.checkpoint import CheckpointPolicy
@@ -44,9 +44,11 @@ def run_study(
     lease_s: float = LEASE_S,
     checkpoint_every: int | None = None,
     tune: TuneStudy | None = None,
+    curves: RunCurves | None = None,
 ) -> StudyOutcome:
     """Train (in this process) every run of ``study`` not finished yet, measure what is missing;
-    a study with [tune] is tuned by ``tune`` (``schedlab.tuning.search.tune_study``).
+    a study with [tune] is tuned by ``tune`` (``schedlab.tuning.search.tune_study``);
+    ``curves(run, first_step, losses, lrs)`` is told each run's curves while it trains.
 
     Fleets checkpoint their runs into the store every ``checkpoint_every`` steps (default:
     about once a minute of training) and resume from there."""
@@ -54,7 +56,7 @@ def run_study(
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be a positive int, got {checkpoint_every}")
     checkpoints = StoreCheckpoints(store, CheckpointPolicy(every_steps=checkpoint_every))
-    worker = Worker(device, use_compile, progress, checkpoints)
+    worker = Worker(device, use_compile, progress, checkpoints, curves)
     size = fleet_size or DEFAULT_FLEET_SIZE[device]
     driver = Driver(store, lease_s, events)
     return driver.run_study(study, LocalExecutor(worker), worker, engine, size, tune)

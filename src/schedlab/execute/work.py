@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from schedlab.store.store import DiskFullError
 from schedlab.training import engines
 from schedlab.training.common import Member, Progress, TrainResult, build_model
 
+# (run, first step, losses, LRs of the steps from there): a run's curves while it trains.
+RunCurves = Callable[[RunSpec, int, np.ndarray, np.ndarray], None]
+
 
 def error_line(err: BaseException) -> str:
     return traceback.format_exception_only(type(err), err)[-1].strip()
@@ -48,10 +51,13 @@ class Worker:
         use_compile: bool | None = None,
         progress: Progress | None = None,
         checkpoints: StoreCheckpoints | None = None,
+        curves: RunCurves | None = None,
     ) -> None:
-        """``checkpoints``: where fleets resume from and save to (None: they do not)."""
+        """``checkpoints``: where fleets resume from and save to (None: they do not).
+        ``curves(run, first_step, losses, lrs)``: told each run's curves while it trains."""
         self.device, self.use_compile, self.progress = device, use_compile, progress
         self.checkpoints = checkpoints
+        self.curves = curves
         self.workloads: dict[tuple, Workload] = {}
 
     def workload(self, run: RunSpec) -> Workload:
@@ -94,6 +100,7 @@ class Worker:
                 self.use_compile,
                 checkpoints,
                 posthoc_plan(fleet[0].settings),
+                self.member_curves(fleet),
             )
         except DiskFullError:  # the store cannot take more: the study stops
             raise
@@ -123,6 +130,19 @@ class Worker:
                 yield RunOutcome(run, None, error_line(err))
             else:
                 yield RunOutcome(run, commit)
+
+    def member_curves(
+        self, fleet: list[RunSpec]
+    ) -> Callable[[int, int, np.ndarray, np.ndarray], None] | None:
+        """The fleet's live curves, member k told as its run."""
+        if self.curves is None:
+            return None
+        tell = self.curves
+
+        def member(k: int, first: int, losses: np.ndarray, lrs: np.ndarray) -> None:
+            tell(fleet[k], first, losses, lrs)
+
+        return member
 
     def draw_samples(
         self, fleet: list[RunSpec], workloads: list[Workload], results: list[TrainResult]

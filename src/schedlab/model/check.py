@@ -43,8 +43,7 @@ def check_size(spec: ModelSpec, where: str) -> None:
     """Count the model's parameters without allocating them (on the meta device): one whose
     training state alone exceeds this machine's memory is refused by name."""
     try:
-        with torch.device("meta"):
-            count = sum(p.numel() for p in spec.build().parameters())
+        count = parameter_count(spec)
     except Exception as err:  # user code: its failure is one line naming it
         raise ValueError(f"{where} failed: {type(err).__name__}: {err}") from err
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -54,3 +53,9 @@ def check_size(spec: ModelSpec, where: str) -> None:
             f"{count * BYTES_PER_PARAMETER / 2**30:.1f} GiB to train, more than this machine's "
             f"{memory / 2**30:.1f} GiB"
         )
+
+
+def parameter_count(spec: ModelSpec) -> int:
+    """The model's parameters, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in spec.build().parameters())

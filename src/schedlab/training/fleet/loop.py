@@ -48,6 +48,10 @@ from schedlab.training.fleet.ledger import FleetLedger
 from schedlab.training.fleet.optimizer import FleetAdamW, clip_coefficients
 from schedlab.training.stopping import STOP, StopRequested
 
+# (member index, first step, losses, LRs of the steps from there): a live view of the curves.
+Curves = Callable[[int, int, np.ndarray, np.ndarray], None]
+LOG_EVERY = 50  # steps between the curves' live updates
+
 
 class ShardStoppedError(RuntimeError):
     """Another shard of the fleet failed, so this one stopped."""
@@ -76,6 +80,7 @@ class ShardJob:
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     fleet_size: int = 1  # runs in the whole fleet: a member's share of the fleet's time
     posthoc: PosthocPlan | None = None  # the power-function EMAs each member tracks
+    curves: Curves | None = None  # told each member's new losses and LRs as they are read
 
 
 def train_shard(
@@ -146,6 +151,17 @@ def train_shard(
     losses_and_gradients = CompiledOrEager(compute.losses_and_gradients, use_compile)
 
     ledger = FleetLedger(members, drivers, settings, device, losses, lrs, diverged_at, step)
+    logged = step  # steps whose curves ``job.curves`` has been told
+
+    def tell_curves() -> None:
+        nonlocal logged
+        if job.curves is None or logged == step:
+            return
+        for k in range(k_runs):
+            end = step if diverged_at[k] is None else min(step, diverged_at[k] + 1)
+            if end > logged:
+                job.curves(k, logged, losses[logged:end, k].copy(), lrs[logged:end, k].copy())
+        logged = step
 
     def watched(k: int) -> Callable[[], float] | None:
         if heldout_loss is None or not drivers[k].watches_heldout:
@@ -228,8 +244,11 @@ def train_shard(
             snapshot = power is not None and power.due(step)
             curve = heldout_loss is not None and curve_due(step, settings)
             report = progress is not None and step % PROGRESS_EVERY == 0
-            if ledger.due(step) or snapshot or curve or report:
+            live = job.curves is not None and step % LOG_EVERY == 0
+            if ledger.due(step) or snapshot or curve or report or live:
                 ledger.read(step, watched)
+            if live:
+                tell_curves()
             active = ledger.active()
             if snapshot:
                 assert power is not None
@@ -252,6 +271,7 @@ def train_shard(
                 last_save = time.perf_counter()
         skip = 0
     ledger.read(step, watched)
+    tell_curves()
     if job.save is not None and resumed_from < settings.steps:
         checkpoint_all()  # trained: an interrupt while measuring retrains nothing
     results = []

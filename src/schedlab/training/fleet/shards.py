@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +32,7 @@ from schedlab.config.engines import engine_for
 from schedlab.config.settings import TrainSettings
 from schedlab.training.checkpoint import Checkpoint, CheckpointPolicy, Checkpoints
 from schedlab.training.common import Member, Progress, TrainResult, member_model
-from schedlab.training.fleet.loop import ShardJob, ShardStoppedError, train_shard
+from schedlab.training.fleet.loop import Curves, ShardJob, ShardStoppedError, train_shard
 from schedlab.training.stopping import training
 
 
@@ -45,6 +46,7 @@ def train_fleet(
     shards: int | None = None,
     checkpoints: Checkpoints | None = None,
     posthoc: PosthocPlan | None = None,
+    curves: Curves | None = None,
 ) -> list[TrainResult]:
     """Train every member for ``settings.steps`` steps; one TrainResult per member.
 
@@ -56,7 +58,8 @@ def train_fleet(
     computes with (CPU); ``progress`` follows the first shard. With ``checkpoints``, members
     resume from theirs and save new ones as its policy says, and a stop request checkpoints
     them all (see ``schedlab.training.stopping``). With ``posthoc`` every member tracks those
-    power-function EMAs and returns their snapshots.
+    power-function EMAs and returns their snapshots. ``curves(k, first_step, losses, lrs)``
+    is told each member's new steps every 50 steps and at the end (a live view).
     """
     if any(engine_for("fleet", m.schedule) != "fleet" for m in members):
         raise ValueError("schedule_free runs train in the reference loop, not in a fleet")
@@ -90,6 +93,10 @@ def train_fleet(
             assert checkpoints is not None
             checkpoints.save(offset + k, checkpoint)
 
+        def told(k: int, first: int, losses: np.ndarray, lrs: np.ndarray) -> None:
+            assert curves is not None
+            curves(offset + k, first, losses, lrs)
+
         job = ShardJob(
             group,
             initial[offset : offset + len(group)],
@@ -98,6 +105,7 @@ def train_fleet(
             checkpoints.policy if checkpoints is not None else CheckpointPolicy(),
             len(members),
             posthoc,
+            told if curves is not None else None,
         )
         watch = heldout if heldout_loss is not None else None
         return train_shard(job, settings, device, watch, report, use_compile, stop)

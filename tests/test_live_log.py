@@ -1,0 +1,75 @@
+"""`schedlab run --log tensorboard:DIR`: each run's curves readable while the study trains."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schedlab.store.store import Store
+
+TINY = Path(__file__).parent / "fixtures" / "tiny_study.toml"
+
+
+def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """run folder -> its train/loss (step, value) pairs, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for events in folder.rglob("events.out.tfevents.*"):
+        reader = EventAccumulator(str(events.parent))
+        reader.Reload()
+        if "train/loss" in reader.Tags()["scalars"]:
+            out[str(events.parent.relative_to(folder))] = [
+                (e.step, e.value) for e in reader.Scalars("train/loss")
+            ]
+    return out
+
+
+@pytest.mark.slow
+def test_curves_are_readable_mid_study_and_equal_the_stored_ones_at_the_end(tmp_path):
+    study = tmp_path / "live.toml"
+    study.write_text(TINY.read_text().replace("steps = 5", "steps = 1500"))
+    logs, store = tmp_path / "tb", tmp_path / "s.sqlite"
+    command = [*(sys.executable, "-m", "schedlab", "run", str(study)), "--store", str(store)]
+    process = subprocess.Popen(
+        [*command, "--log", f"tensorboard:{logs}"], stderr=subprocess.PIPE, text=True
+    )
+    seen_mid_study = {}
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            seen_mid_study = scalars(logs) if logs.exists() else {}
+            if len(seen_mid_study) == 4 and all(len(v) >= 50 for v in seen_mid_study.values()):
+                break
+            time.sleep(0.5)
+        assert process.poll() is None, "the study ended before its curves could be read"
+        assert len(seen_mid_study) == 4
+        assert all(50 <= len(v) < 1500 for v in seen_mid_study.values())
+    finally:
+        _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    final = scalars(logs)
+    assert sorted(final) == sorted(seen_mid_study)  # moons/baseline/seed-0, ...
+    with Store(store, create=False, read_only=True) as db:
+        runs = db.conn.execute("SELECT run_id, schedule, seed FROM runs").fetchall()
+        for run_id, schedule, seed in runs:
+            label = "baseline" if schedule == "cosine" else schedule
+            logged = final[f"moons/{label}/seed-{seed}"]
+            loss, _ = db.curves(run_id)
+            assert [s for s, _ in logged] == list(range(1, 1501))
+            np.testing.assert_allclose([v for _, v in logged], loss, rtol=1e-6)  # float32 there
+
+
+def test_run_study_hands_its_progress_lines_to_a_callable(tmp_path):
+    import schedlab
+
+    lines: list[str] = []
+    outcome = schedlab.run_study(TINY, store=tmp_path / "s.sqlite", progress=lines.append)
+    assert outcome.outcomes == {"done": 4}
+    assert lines[0] == "fleet of 4 runs: started (0 of 4 runs done)"
+    assert sorted(lines[1:]) == sorted(
+        f"moons/{label}/seed {seed}: done" for label in ("baseline", "step") for seed in (0, 1)
+    )
