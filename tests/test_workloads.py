@@ -6,6 +6,7 @@ the vmapped path against the per-member one; user datasets and models found besi
 hashed into run ids, and checked before anything is claimed.
 """
 
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -296,3 +297,19 @@ def test_samples_and_eval_losses_of_a_unet_run_are_the_same_alone_or_in_a_fleet(
     together = reference_eval_losses(models, points, [0, 1, 2], schedule, 32)
     assert together[1] == reference_eval_losses(models[1:2], points[:1], [1], schedule, 32)[0]
     assert len(set(together)) == 3
+
+
+def test_an_unlabelled_image_set_scores_with_its_own_feature_function(example):
+    from schedlab import usercode
+    from schedlab.measure import images
+
+    usercode.add_study_dir(example)
+    assert images.features_of("my_data:bars", (1, 8, 8), None) is None  # no labels, no features
+    features = images.features_of("my_data:bars", (1, 8, 8), "my_data:features")
+    real = data.load("my_data:bars", 3000, shape=(1, 8, 8))
+    reference = images.ImageReference("my_data:bars", features, real)
+    fresh = reference.scores(data.load_heldout("my_data:bars", 1000, shape=(1, 8, 8)))
+    noise = reference.scores(np.random.default_rng(0).normal(size=(1000, 1, 8, 8)))
+    assert math.isnan(fresh["class_kl"]) and math.isnan(noise["class_kl"])  # no labels: n/a
+    assert fresh["frechet_distance"] < 0.05 < 10 * 0.05 < noise["frechet_distance"]
+    assert fresh["precision"] > 0.9 > noise["precision"]

@@ -20,3 +20,9 @@ def bars(n: int, seed: int) -> np.ndarray:
         else:
             images[i, 0, where[i], :] = level[i]
     return images + rng.normal(0.0, 0.05, images.shape)
+
+
+def features(images: np.ndarray) -> np.ndarray:
+    """Features for the image metrics of an unlabelled set (`[eval] features`): each image's
+    row and column means, [n, 16]."""
+    return np.concatenate([images.mean(axis=(1, 2)), images.mean(axis=(1, 3))], axis=1)
