@@ -97,6 +97,17 @@ def test_mlflow_export_reads_back_with_mlflow_and_adds_only_new_runs(tiny_traine
         np.testing.assert_allclose([m.value for m in lrs], lr, rtol=1e-6)
         assert run.data.params["dataset"] == "moons" and "train.steps" in run.data.params
         assert run.data.metrics["kl_divergence"] > 0 and run.info.status == "FINISHED"
+        # MLflow's start and end are when the run trained, not when it was exported (before:
+        # the export's own time).
+        with sqlite3.connect(store) as c:
+            started, finished = c.execute(
+                "SELECT started_at, finished_at FROM runs WHERE run_id = ?",
+                (run.data.tags["schedlab.run_id"],),
+            ).fetchone()
+        assert (run.info.start_time, run.info.end_time) == (
+            int(started * 1000),
+            int(finished * 1000),
+        )
     # An export killed half-way left a run unfinished: the next one replaces it, adds nothing else.
     client.set_terminated(runs[0].info.run_id, status="RUNNING")
     again = export(study, store, "mlflow", tmp_path / "ml")

@@ -29,6 +29,8 @@ class ExportedRun:
     loss: np.ndarray  # [steps] training loss, step 1 first
     lr: np.ndarray  # [steps] the LR of each step
     heldout: np.ndarray  # [m, 2] steps and held-out EMA losses
+    # When it trained: (started, finished), seconds since the epoch (None: not recorded).
+    times: tuple[float | None, float | None] = (None, None)
 
     @property
     def name(self) -> str:
@@ -50,7 +52,11 @@ def trained_runs(
         stored = stored_curves(db, row)
         if stored is not None:
             yield ExportedRun(
-                row, hparams_of(row, metric_keys), metrics_of(row, metric_keys), *stored
+                row,
+                hparams_of(row, metric_keys),
+                metrics_of(row, metric_keys),
+                *stored,
+                times=db.run_times(str(row["run_id"])),
             )
 
 

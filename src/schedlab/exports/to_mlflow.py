@@ -60,8 +60,12 @@ def log_runs(client: Any, runs: Iterable[ExportedRun], folder: Path, experiment:
         run_id = str(run.row["run_id"])
         if (run_id, run.name) in done:  # one run under two labels is exported under each
             continue
-        created = client.create_run(
-            experiment_id, run_name=run.name, tags={RUN_TAG: run_id, "phase": run.row["phase"]}
+        started, finished = (None if t is None else int(t * 1000) for t in run.times)
+        created = client.create_run(  # MLflow's start and end: when the run trained
+            experiment_id,
+            run_name=run.name,
+            tags={RUN_TAG: run_id, "phase": run.row["phase"]},
+            start_time=started,
         )
         mlflow_id = created.info.run_id
         params = [Param(k, str(v)) for k, v in run.hparams.items()]
@@ -71,7 +75,7 @@ def log_runs(client: Any, runs: Iterable[ExportedRun], folder: Path, experiment:
         metrics += curve_metrics(run, Metric)
         for lo in range(0, len(metrics), BATCH):
             client.log_batch(mlflow_id, metrics=metrics[lo : lo + BATCH])
-        client.set_terminated(mlflow_id)
+        client.set_terminated(mlflow_id, end_time=finished)
         count += 1
     return count
 

@@ -192,6 +192,14 @@ class StoreReads:
         )
         return [(r, std, m, k, v if v is not None else float("nan")) for r, std, m, k, v in rows]
 
+    def run_times(self, run_id: str) -> tuple[float | None, float | None]:
+        """When the run's last attempt started and when it finished (seconds since the epoch;
+        None where not recorded)."""
+        row = self.conn.execute(
+            "SELECT started_at, finished_at FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
     def known(self, run_ids: Iterable[str]) -> int:
         """How many of ``run_ids`` the store has ever seen (planned, whatever their status)."""
         return self._of_runs("SELECT count(*) FROM runs WHERE {runs}", run_ids)[0][0]
