@@ -197,8 +197,8 @@ def test_a_study_without_snapshots_says_how_to_get_them(tmp_path):
         report.exit_code == 0 and "Post-hoc EMA" not in (tmp_path / "r" / "index.html").read_text()
     )
     assert result.stderr == (
-        "error: no finished run of study 'posthoc' has post-hoc EMA snapshots: set [ema] "
-        "posthoc = true in the study and run it (its runs train again, with them)\n"
+        "error: --ema-sweep measures post-hoc EMAs, and study 'posthoc' keeps no snapshots: "
+        "set [ema] posthoc = true in it and run it (its runs train again, with them)\n"
     )
     export = [
         "export",

@@ -366,7 +366,7 @@ BAD_STUDIES = [
     ),
     (
         "name = 'x'\ndatasets = ['moons']\nseeds = [1, 1]\n[[schedules]]\nname='cosine'\n",
-        "seeds must be distinct non-negative ints",
+        "seeds must be distinct ints in [0, 2**63 - 1]",
     ),
     (
         "name = 'x'\ndatasets = ['moons']\n[[schedules]]\nname='step'\nparams={gamma=0}\n",
