@@ -191,6 +191,8 @@ def test_the_example_runs_reports_and_exports_from_another_folder(example, tmp_p
     assert "4 done" in result.output
     again = runner.invoke(app, ["run", str(study), "--store", str(store)])
     assert "nothing" in again.output and again.exit_code == 0
+    status = runner.invoke(app, ["status", str(study), "--store", str(store)])
+    assert status.exit_code == 0 and status.stdout.count("1 done") == 4
     out = tmp_path / "report"
     result = runner.invoke(app, ["report", str(study), "--store", str(store), "--out", str(out)])
     assert result.exit_code == 0, result.output
