@@ -371,17 +371,17 @@ for key, title, unit, direction, digits, description, applies in (
     ),
     (
         "precision",
-        "Precision (k-NN manifold, k = 3)",
+        "Precision (k-NN manifold, k = 5)",
         "",
         "higher",
         3,
         "fraction of generated images inside the real images' k-NN manifold (Kynkaanniemi "
-        "et al. 2019), 5,000 a side",
+        "et al. 2019), 1,000 a side",
         images,
     ),
     (
         "recall",
-        "Recall (k-NN manifold, k = 3)",
+        "Recall (k-NN manifold, k = 5)",
         "",
         "higher",
         3,

@@ -74,7 +74,8 @@ def image_grid(images: np.ndarray) -> np.ndarray:
 
 def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
     rows, cols = len(view.labels), len(view.datasets)
-    fig = Figure(figsize=(2.4 * cols, 2.4 * rows), layout="constrained")
+    # Wide enough for its title whatever the number of datasets.
+    fig = Figure(figsize=(max(2.4 * cols, 5.0), 2.4 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, label in enumerate(view.labels):
         for j, dataset in enumerate(view.datasets):
