@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,23 +96,30 @@ def test_a_store_one_may_not_write_is_named_so_and_reads_still_work(study_dir, c
     assert store.read_bytes() == before
 
 
-@pytest.fixture
-def full_disk():
-    """A 256 KiB tmpfs, filled up; skipped where mounting is not allowed."""
-    where = Path(tempfile.mkdtemp(prefix="schedlab-full-", dir="/tmp"))
+@contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on a fresh folder; skipped where mounting is not allowed."""
+    where = Path(tempfile.mkdtemp(prefix="schedlab-tmpfs-", dir="/tmp"))
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
     )
     if mounted.returncode != 0:
         where.rmdir()
         pytest.skip("mounting a tmpfs is not allowed here")
     try:
-        with (where / "filler").open("wb") as f, pytest.raises(OSError):
-            f.write(b"\0" * (1 << 20))
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=True)
         where.rmdir()
+
+
+@pytest.fixture
+def full_disk():
+    """A 256 KiB tmpfs, filled up."""
+    with tmpfs("256k") as where:
+        with (where / "filler").open("wb") as f, pytest.raises(OSError):
+            f.write(b"\0" * (1 << 20))
+        yield where
 
 
 @pytest.mark.slow
@@ -212,18 +221,8 @@ def test_measure_dry_run_lists_what_it_would_measure_and_writes_nothing(study_di
 @pytest.fixture
 def small_disk():
     """A 2 MiB tmpfs, empty: room for a store, not for a study's weights."""
-    where = Path(tempfile.mkdtemp(prefix="schedlab-small-", dir="/tmp"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        where.rmdir()
-        pytest.skip("mounting a tmpfs is not allowed here")
-    try:
+    with tmpfs("2m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
-        where.rmdir()
 
 
 @pytest.mark.slow

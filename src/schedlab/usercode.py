@@ -13,8 +13,11 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Folders searched after the installed packages, in the order they were added.
 _STUDY_DIRS: list[str] = []
@@ -37,6 +40,23 @@ def _search_path() -> None:
     for path in search_dirs():
         if path not in sys.path:
             sys.path.append(path)
+
+
+def lookup(
+    name: str,
+    entries: Mapping[str, T],
+    kind: str,
+    user_defined: Callable[[str], T],
+    form: str = "module:function",
+) -> T:
+    """A registry's entry ``name``, or the user's ``module:attribute`` through
+    ``user_defined``; an unknown name is a one-line ValueError listing the valid ones."""
+    if is_reference(name):
+        return user_defined(name)
+    if name not in entries:
+        valid = ", ".join(sorted(entries))
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {valid}, or {form}")
+    return entries[name]
 
 
 def is_reference(name: str) -> bool:

@@ -113,13 +113,8 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Dataset:
-    if usercode.is_reference(name):
-        return user_defined(name)
-    if name not in DATASETS:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid datasets: {', '.join(names())}, or module:function"
-        )
-    return DATASETS[name]
+    """The dataset ``name``, or a user dataset given as ``module:function``."""
+    return usercode.lookup(name, DATASETS, "dataset", user_defined)
 
 
 @functools.cache  # one import, probe and source hash per process

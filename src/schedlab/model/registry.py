@@ -81,13 +81,7 @@ def names() -> list[str]:
 
 def lookup(name: str) -> ModelDef:
     """The registry entry for ``name``, or a user model given as ``module:factory``."""
-    if usercode.is_reference(name):
-        return user_defined(name)
-    if name not in MODELS:
-        raise ValueError(
-            f"unknown model {name!r}; valid models: {', '.join(names())}, or module:factory"
-        )
-    return MODELS[name]
+    return usercode.lookup(name, MODELS, "model", user_defined, "module:factory")
 
 
 @functools.cache  # one import and one source hash per process
