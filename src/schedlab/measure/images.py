@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
@@ -84,16 +85,23 @@ class Features:
     classes: int
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch computes on one thread inside (bitwise the same whatever its thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def single_threaded(function: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """``function`` computed on one thread (bitwise the same whatever torch's thread count)."""
+    """``function`` computed on one thread."""
 
     def run(*args: object) -> np.ndarray:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_thread():
             return function(*args)
-        finally:
-            torch.set_num_threads(before)
 
     return run
 
@@ -106,9 +114,7 @@ def trained_network(dataset: str, shape: tuple[int, ...]) -> tuple[FeatureNet, f
     assert spec.labels is not None
     images = torch.as_tensor(data.load(dataset, TRAIN_IMAGES, TRAIN_SEED, shape=shape))
     labels = torch.as_tensor(spec.labels(TRAIN_IMAGES, TRAIN_SEED))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(SEED)
             net = FeatureNet(shape[0], len(spec.classes))
@@ -127,8 +133,6 @@ def trained_network(dataset: str, shape: tuple[int, ...]) -> tuple[FeatureNet, f
         truth = spec.labels(ACCURACY_IMAGES, HELDOUT_SEED)
         with torch.no_grad():
             guess = net(torch.as_tensor(held)).argmax(dim=1).numpy()
-    finally:
-        torch.set_num_threads(before)
     return net, float((guess == truth).mean())
 
 
