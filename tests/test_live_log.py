@@ -28,20 +28,43 @@ def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def mlflow_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """MLflow run name -> its train/loss (step, value) pairs, read by MLflow's own client
+    from the experiment "<study> (live)"."""
+    from mlflow.tracking import MlflowClient
+
+    if not (folder / "mlflow.db").exists():
+        return {}
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder.resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny (live)")
+    if experiment is None:
+        return {}
+    out = {}
+    for run in client.search_runs([experiment.experiment_id]):
+        history = client.get_metric_history(run.info.run_id, "train/loss")
+        out[run.info.run_name] = sorted((m.step, m.value) for m in history)
+    return out
+
+
+READERS = {"tensorboard": scalars, "mlflow": mlflow_scalars}
+
+
 @pytest.mark.slow
-def test_curves_are_readable_mid_study_and_equal_the_stored_ones_at_the_end(tmp_path):
+@pytest.mark.parametrize("kind", list(READERS))
+def test_curves_are_readable_mid_study_and_equal_the_stored_ones_at_the_end(tmp_path, kind):
     study = tmp_path / "live.toml"
     study.write_text(TINY.read_text().replace("steps = 5", "steps = 1500"))
-    logs, store = tmp_path / "tb", tmp_path / "s.sqlite"
+    logs, store = tmp_path / kind, tmp_path / "s.sqlite"
     command = [*(sys.executable, "-m", "schedlab", "run", str(study)), "--store", str(store)]
     process = subprocess.Popen(
-        [*command, "--log", f"tensorboard:{logs}"], stderr=subprocess.PIPE, text=True
+        [*command, "--log", f"{kind}:{logs}"], stderr=subprocess.PIPE, text=True
     )
+    read = READERS[kind]
     seen_mid_study = {}
     try:
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
-            seen_mid_study = scalars(logs) if logs.exists() else {}
+            seen_mid_study = read(logs)
             if len(seen_mid_study) == 4 and all(len(v) >= 50 for v in seen_mid_study.values()):
                 break
             time.sleep(0.5)
@@ -51,7 +74,7 @@ def test_curves_are_readable_mid_study_and_equal_the_stored_ones_at_the_end(tmp_
     finally:
         _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
-    final = scalars(logs)
+    final = read(logs)
     assert sorted(final) == sorted(seen_mid_study)  # moons/baseline/seed-0, ...
     with Store(store, create=False, read_only=True) as db:
         runs = db.conn.execute("SELECT run_id, schedule, seed FROM runs").fetchall()

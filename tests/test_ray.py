@@ -187,28 +187,45 @@ def running(path):
             return 0
 
 
-def test_a_node_lost_mid_study_costs_no_run(cluster, tmp_path):
+def checkpointed(path):
+    """run id -> step of its stored checkpoint."""
+    with sqlite3.connect(path, timeout=30) as c:
+        try:
+            return dict(c.execute("SELECT run_id, step FROM checkpoints").fetchall())
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return {}
+
+
+def test_a_node_lost_mid_study_resumes_its_fleet_from_the_last_checkpoint(cluster, tmp_path):
     nodes, extra = cluster
-    study = parse_study(STUDY.format(steps=15000), "s.toml")
+    study = parse_study(STUDY.format(steps=8000), "s.toml")
     path = tmp_path / "s.sqlite"
     result = {}
 
     def drive():
         with Store(path) as db:
-            result["outcome"] = run_study_on_ray(study, db, fleet_size=4)
+            result["outcome"] = run_study_on_ray(study, db, fleet_size=4, checkpoint_every=250)
 
     driver = threading.Thread(target=drive, daemon=True)
     driver.start()
-    while not running(path):
-        time.sleep(0.2)
-    time.sleep(2)  # both fleets are training (or starting), one on each node
+    deadline = time.monotonic() + 120
+    # Both fleets (one on each node) have sent a checkpoint the driver stored.
+    while len(checkpointed(path)) < 8 and time.monotonic() < deadline:
+        time.sleep(0.1)
     nodes.remove_node(extra)
     driver.join(timeout=240)
     assert result["outcome"].outcomes == {"done": 8}
-    # The lost node's fleet was trained again on the head: only the head returned results.
+    # The lost node's fleet was trained on by the head: only the head returned results.
     assert len([n for n in result["outcome"].notes if n.startswith("node ")]) == 1
     runs = stored(path)[3]
     assert {(status, attempts) for _, status, attempts in runs} == {("done", 1)}
+    with sqlite3.connect(path) as c:
+        resumed = sorted(s for (s,) in c.execute("SELECT resumed_from FROM runs"))
+        assert c.execute("SELECT count(*) FROM checkpoints").fetchone() == (0,)
+    assert resumed[:4] == [0] * 4 and all(s > 0 and s % 250 == 0 for s in resumed[4:]), resumed
+    with Store(tmp_path / "straight.sqlite") as db:
+        run_study(study, db, fleet_size=4)
+    assert stored(path)[:3] == stored(tmp_path / "straight.sqlite")[:3]
 
 
 def test_a_study_of_user_modules_beside_its_file_trains_on_two_nodes(
@@ -238,3 +255,33 @@ def test_a_study_of_user_modules_beside_its_file_trains_on_two_nodes(
         outcome = run_study_on_ray(study, db, fleet_size=2)
     assert outcome.outcomes == {"done": 4}
     assert stored(tmp_path / "ray.sqlite")[:3] == stored(tmp_path / "local.sqlite")[:3]
+
+
+LOCAL_INSTANCE = """
+import time, psutil, ray
+from schedlab.execute.ray_executor import connected
+try:
+    with connected(None):
+        ray.remote(lambda: time.sleep(60)).remote()  # a worker starts, and the agents
+        time.sleep(1)
+        print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)))
+        raise KeyboardInterrupt  # Ctrl-C while the task trains
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def test_an_interrupted_local_ray_instance_stops_every_process_it_started():
+    import subprocess
+    import sys
+
+    import psutil
+
+    out = subprocess.run(
+        [sys.executable, "-c", LOCAL_INSTANCE], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    started = [int(pid) for pid in out.stdout.split()]
+    assert len(started) >= 3  # the GCS, the raylet, its agents and workers
+    alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert alive == []

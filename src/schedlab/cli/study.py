@@ -113,7 +113,8 @@ def run(
     log: Annotated[
         str | None,
         typer.Option(
-            help="tensorboard:DIR: write each run's loss and LR curves there while it trains"
+            help="tensorboard:DIR or mlflow:DIR: write each run's loss and LR curves there "
+            "while it trains"
         ),
     ] = None,
 ) -> None:
@@ -134,17 +135,17 @@ def run(
         raise ValueError(f"--lease must be a positive number of seconds, got {lease}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be a positive int, got {checkpoint_every}")
-    live = None
     if log is not None:
-        from schedlab.exports.live import LiveTensorBoard, parse_log
+        from schedlab.exports.live import live_log, parse_log
 
+        parse_log(log)
         if executor != "local":
             raise ValueError(
                 "--log writes curves as fleets train in this process: use it with "
                 "--executor local (export them after a Ray study)"
             )
-        live = LiveTensorBoard(parse_log(log)[1])
     spec = load(study, engine)
+    live = live_log(log, spec.name) if log is not None else None
     path = store_path(spec, store)
     use_threads(threads)
     if spec.ema.posthoc:
@@ -160,7 +161,9 @@ def run(
         events, step, bar = shown
         try:
             if executor == "ray":
-                summary = on_ray(spec, db, events, engine, fleet_size, device, address, lease)
+                summary = on_ray(
+                    spec, db, events, engine, fleet_size, device, address, lease, checkpoint_every
+                )
             else:
                 from schedlab.execute.local import run_study
                 from schedlab.tuning.search import tune_study
@@ -240,6 +243,7 @@ def on_ray(
     device: str,
     address: str | None,
     lease: float,
+    checkpoint_every: int | None,
 ) -> StudyOutcome:
     try:
         from schedlab.execute.ray_executor import run_study_on_ray
@@ -248,7 +252,7 @@ def on_ray(
     from schedlab.tuning.search import tune_study
 
     return run_study_on_ray(
-        spec, db, events, engine, fleet_size, device, address, lease, tune_study
+        spec, db, events, engine, fleet_size, device, address, lease, tune_study, checkpoint_every
     )
 
 

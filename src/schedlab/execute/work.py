@@ -18,7 +18,7 @@ from torch import nn
 from schedlab.averaging.plan import PosthocPlan
 from schedlab.config.settings import DIVERGE_FACTOR, Settings, TrainSettings
 from schedlab.execute.base import RunOutcome
-from schedlab.execute.checkpoints import StoreCheckpoints
+from schedlab.execute.checkpoints import FleetCheckpoints
 from schedlab.measure.evaluate import Measured, Trained, evaluate
 from schedlab.measure.losses import reference_eval_losses
 from schedlab.measure.sampling import timed_samples
@@ -50,7 +50,7 @@ class Worker:
         device: str = "cpu",
         use_compile: bool | None = None,
         progress: Progress | None = None,
-        checkpoints: StoreCheckpoints | None = None,
+        checkpoints: FleetCheckpoints | None = None,
         curves: RunCurves | None = None,
     ) -> None:
         """``checkpoints``: where fleets resume from and save to (None: they do not).

@@ -1,13 +1,18 @@
-"""A study's curves written to TensorBoard while its runs train (`schedlab run --log`).
+"""A study's curves written while its runs train (`schedlab run --log KIND:DIR`).
 
-Each run gets the folder the TensorBoard export gives it (``<dataset>/<label>/seed-<k>``) and
-the same scalar tags; the fleet tells each run's new steps every 50 steps, and each write is
-flushed, so `tensorboard --logdir DIR` (or its reader) sees a study as it trains.
+The fleet tells each run's new steps every 50 steps. ``tensorboard``: each run gets the folder
+the TensorBoard export gives it (``<dataset>/<label>/seed-<k>``) and the same scalar tags, each
+write flushed, so `tensorboard --logdir DIR` (or its reader) sees a study as it trains.
+``mlflow``: one MLflow run per run in the experiment "<study> (live)" of ``DIR/mlflow.db``
+(the export's experiment stays "<study>"), written by a thread of its own so that MLflow's
+database never holds training up; its runs end when the study does.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +23,7 @@ from schedlab.exports.to_tensorboard import LOSS, LR
 if TYPE_CHECKING:
     from schedlab.plan import RunSpec
 
-KINDS = ("tensorboard",)
+KINDS = ("tensorboard", "mlflow")
 
 
 def parse_log(value: str) -> tuple[str, Path]:
@@ -27,6 +32,16 @@ def parse_log(value: str) -> tuple[str, Path]:
     if not sep or kind not in KINDS or not folder:
         raise ValueError(f"--log takes KIND:DIR with KIND one of {', '.join(KINDS)}, got {value!r}")
     return kind, Path(folder)
+
+
+def live_log(value: str, study: str) -> LiveTensorBoard | LiveMLflow:
+    """The writer ``--log value`` asks for, for the study named ``study``."""
+    kind, folder = parse_log(value)
+    return LiveTensorBoard(folder) if kind == "tensorboard" else LiveMLflow(folder, study)
+
+
+def run_name(run: RunSpec) -> str:
+    return f"{run.dataset}/{run.label}/seed-{run.seed}"
 
 
 class LiveTensorBoard:
@@ -47,8 +62,8 @@ class LiveTensorBoard:
         with self.lock:
             writer = self.writers.get(run.run_id)
             if writer is None:
-                name = f"{run.dataset}/{run.label}/seed-{run.seed}"
-                writer = self.writers[run.run_id] = self.make(log_dir=str(self.folder / name))
+                folder = str(self.folder / run_name(run))
+                writer = self.writers[run.run_id] = self.make(log_dir=folder)
             for step, (loss, lr) in enumerate(zip(losses, lrs, strict=True), start=first + 1):
                 writer.add_scalar(LOSS, float(loss), step)
                 writer.add_scalar(LR, float(lr), step)
@@ -58,3 +73,65 @@ class LiveTensorBoard:
         with self.lock:
             for writer in self.writers.values():
                 writer.close()
+
+
+class LiveMLflow:
+    """Logs each run's training loss and LR to MLflow as they are told (from the shards'
+    threads), through a queue that one writer thread empties."""
+
+    def __init__(self, folder: Path, study: str) -> None:
+        from schedlab.exports.to_mlflow import client_for, could_not_write, experiment_of
+
+        self.folder, self.client = folder, client_for(folder, "--log mlflow")
+        try:
+            self.experiment = experiment_of(self.client, folder, f"{study} (live)")
+        except Exception as err:
+            raise could_not_write(folder, err) from err
+        self.runs: dict[str, str] = {}  # schedlab run id -> MLflow run id
+        self.told: queue.Queue[tuple[RunSpec, int, np.ndarray, np.ndarray] | None] = queue.Queue()
+        self.failed: Exception | None = None
+        self.writer = threading.Thread(target=self.write, name="schedlab-mlflow", daemon=True)
+        self.writer.start()
+
+    def __call__(self, run: RunSpec, first: int, losses: np.ndarray, lrs: np.ndarray) -> None:
+        self.told.put((run, first, losses, lrs))
+
+    def write(self) -> None:
+        from mlflow.entities import Metric
+
+        from schedlab.exports.to_mlflow import BATCH, RUN_TAG
+
+        while (item := self.told.get()) is not None:
+            if self.failed is not None:
+                continue  # the first failure is reported at close; the study goes on
+            run, first, losses, lrs = item
+            try:
+                mlflow_id = self.runs.get(run.run_id)
+                if mlflow_id is None:
+                    created = self.client.create_run(
+                        self.experiment, run_name=run_name(run), tags={RUN_TAG: run.run_id}
+                    )
+                    mlflow_id = self.runs[run.run_id] = created.info.run_id
+                now = int(time.time() * 1000)
+                metrics = []
+                for step, (loss, lr) in enumerate(zip(losses, lrs, strict=True), start=first + 1):
+                    metrics.append(Metric(LOSS, float(loss), now, step))
+                    metrics.append(Metric(LR, float(lr), now, step))
+                for lo in range(0, len(metrics), BATCH):
+                    self.client.log_batch(mlflow_id, metrics=metrics[lo : lo + BATCH])
+            except Exception as err:  # kept, and raised at close
+                self.failed = err
+
+    def close(self) -> None:
+        """Write what is queued, end the MLflow runs; a failure on the way is raised here."""
+        from schedlab.exports.to_mlflow import could_not_write
+
+        self.told.put(None)
+        self.writer.join()
+        try:
+            if self.failed is not None:
+                raise self.failed
+            for mlflow_id in self.runs.values():
+                self.client.set_terminated(mlflow_id)
+        except Exception as err:
+            raise could_not_write(self.folder, err) from err

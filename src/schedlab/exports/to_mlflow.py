@@ -27,33 +27,46 @@ def tracking_uri(folder: Path) -> str:
     return f"sqlite:///{folder.resolve() / 'mlflow.db'}"
 
 
-def write_runs(runs: Iterable[ExportedRun], folder: Path, experiment: str) -> int:
-    """Log every run not exported yet into the experiment ``experiment``; the number logged."""
+def client_for(folder: Path, what: str) -> Any:
+    """An MLflow client of the tracking database in ``folder`` (made if missing)."""
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as err:
-        raise ValueError("MLflow export needs mlflow: pip install 'schedlab[mlflow]'") from err
+        raise ValueError(f"{what} needs mlflow: pip install 'schedlab[mlflow]'") from err
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its schema migration lines
     logging.getLogger("alembic").setLevel(logging.WARNING)
     folder.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri(folder))
+
+
+def could_not_write(folder: Path, err: Exception) -> OSError:
+    """MLflow wraps SQLite's errors (a full disk) in its own: one naming the database."""
+    database = str(folder / "mlflow.db")
+    return OSError(errno.EIO, f"MLflow could not write: {cause_line(err)}", database)
+
+
+def experiment_of(client: Any, folder: Path, experiment: str) -> str:
+    """The id of the experiment named ``experiment``, made if missing."""
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    location = (folder.resolve() / "artifacts").as_uri()
+    return str(client.create_experiment(experiment, artifact_location=location))
+
+
+def write_runs(runs: Iterable[ExportedRun], folder: Path, experiment: str) -> int:
+    """Log every run not exported yet into the experiment ``experiment``; the number logged."""
+    client = client_for(folder, "MLflow export")
     try:
-        return log_runs(MlflowClient(tracking_uri=tracking_uri(folder)), runs, folder, experiment)
-    except Exception as err:  # MLflow wraps SQLite's errors (a full disk) in its own
-        database = str(folder / "mlflow.db")
-        raise OSError(errno.EIO, f"MLflow could not write: {cause_line(err)}", database) from err
+        return log_runs(client, runs, folder, experiment)
+    except Exception as err:
+        raise could_not_write(folder, err) from err
 
 
 def log_runs(client: Any, runs: Iterable[ExportedRun], folder: Path, experiment: str) -> int:
     from mlflow.entities import Metric, Param
 
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        found.experiment_id
-        if found is not None
-        else client.create_experiment(
-            experiment, artifact_location=(folder.resolve() / "artifacts").as_uri()
-        )
-    )
+    experiment_id = experiment_of(client, folder, experiment)
     done = exported(client, experiment_id)
     count = 0
     for run in runs:
