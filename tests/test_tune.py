@@ -126,7 +126,7 @@ def test_export_has_phase_and_trial_and_the_report_a_tuning_section(tmp_path):
     )
     assert report.exit_code == 0, report.output
     page = (out / "index.html").read_text()
-    assert "<h2>Tuning</h2>" in page and "Tuned vs as published" in page
+    assert '<h2 id="tuning">Tuning</h2>' in page and "Tuned vs as published" in page
     assert "step - step (as given)" in page
     assert (out / "sensitivity.png").stat().st_size > 5_000
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schedlab import data, usercode
+from schedlab.config.compare import CompareSettings
 from schedlab.config.entries import ScheduleEntry
 from schedlab.config.errors import first_error
 from schedlab.config.presets import study_source
@@ -45,6 +46,7 @@ class StudySpec(BaseModel):
     eval: EvalSettings = EvalSettings()
     ema: PosthocSettings = PosthocSettings()
     target: TargetSettings = TargetSettings()
+    compare: CompareSettings = CompareSettings()  # the report's; not part of the plan
 
     @model_validator(mode="before")
     @classmethod

@@ -114,7 +114,9 @@ class Driver:
         self.finished = 0  # runs of the study known finished, for progress display
 
     def register(self, study: StudySpec, runs: list[RunSpec]) -> None:
-        self.store.register_plan(study.name, study.model_dump(mode="json"), map(planned, runs))
+        # [compare] shapes the report only: editing it registers no new plan.
+        spec = study.model_dump(mode="json", exclude={"compare"})
+        self.store.register_plan(study.name, spec, map(planned, runs))
 
     def run_study(
         self,

@@ -14,15 +14,17 @@ from schedlab.report.figures import FIGURES
 from schedlab.report.tables import (
     latex,
     markdown,
-    paired_rows,
     paper_rows,
     profiles_by_metric,
     ranks_and_profile,
     ranks_by_metric,
     summary_rows,
+    unranked,
     write_summary_csv,
 )
 from schedlab.report.tuning import sensitivity_figure, tuning_section
+from schedlab.report.verdict_sections import paired_section, ranks_with_intervals, verdict_section
+from schedlab.report.verdicts import Family, compare_settings, failures_by_cell, families
 from schedlab.store.store import Store
 
 
@@ -55,61 +57,90 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
     write_summary_csv(rows, out_dir / "summary.csv")
     (out_dir / "tables.md").write_text(markdown(view, rows))
     (out_dir / "tables.tex").write_text(latex(view, rows))
-    paired = paired_rows(view)
-    with (out_dir / "paired.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "metric",
-                "schedule",
-                "baseline",
-                "dataset",
-                "n",
-                "mean_diff",
-                "ci_low",
-                "ci_high",
-                "p_value",
-                "warning",
-            ]
-        )
-        for p in paired:
-            r = p.result
-            writer.writerow(
-                [
-                    p.metric,
-                    p.schedule,
-                    view.baseline,
-                    p.dataset,
-                    r.n,
-                    r.mean_diff,
-                    r.ci_low,
-                    r.ci_high,
-                    r.p_value,
-                    r.warning or "",
-                ]
-            )
+    settings = compare_settings(view)
+    compared = families(view, settings)
+    write_paired_csv(view, compared, out_dir / "paired.csv")
     ranked_by, ranks, profile = ranks_and_profile(view, rows)
     figures = {name: draw(view, store, out_dir) for name, draw in FIGURES.items()}
     if view.tuning:
         figures["sensitivity"] = sensitivity_figure(view, out_dir)
     sections = [
+        verdict_section(view, compared, settings.primary),
         html.status_section(view),
         html.kl_section(view, rows),
-        html.paired_section(view, paired),
+        paired_section(view, compared),
         sweep_section(view, store, out_dir),
         tuning_section(view),
         html.ranking_section(
             ranked_by,
             ranks,
             profile,
-            ranks_by_metric(view.labels, rows),
+            ranks_with_intervals(view, ranked_by),
+            ranks_by_metric(view.labels, rows, failures_by_cell(view), unranked(view)),
             profiles_by_metric(view, rows),
         ),
         html.time_to_target_section(view, rows),
         html.metric_sections(view, rows),
+        html.figures_section(figures),
         html.metrics_section(rows),
     ]
     if compare_paper:
-        sections.append(html.paper_section(paper_rows(view, rows)))
+        sections.append(html.paper_section(view, paper_rows(view, rows)))
     sections.append(html.settings_section(view))
-    (out_dir / "index.html").write_text(html.page(view, sections, figures))
+    (out_dir / "index.html").write_text(html.page(view, sections))
+
+
+PAIRED_COLUMNS = (
+    "metric",
+    "schedule",
+    "baseline",
+    "dataset",
+    "n",
+    "failed_seeds",
+    "failed_baseline_seeds",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p_t",
+    "p_holm",
+    "p_sign_flip",
+    "margin",
+    "p_tost_holm",
+    "verdict",
+    "seeds_needed",
+    "family_size",
+    "warning",
+)
+
+
+def write_paired_csv(view: StudyView, compared: dict[str, Family], path: Path) -> None:
+    """Every comparison of every family, one row each."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(PAIRED_COLUMNS)
+        for metric, family in compared.items():
+            for c in family.cells:
+                r = c.paired
+                writer.writerow(
+                    [
+                        metric,
+                        c.schedule,
+                        view.baseline,
+                        c.dataset,
+                        r.n,
+                        r.failed[0],
+                        r.failed[1],
+                        r.mean_diff,
+                        r.ci_low,
+                        r.ci_high,
+                        r.p_t,
+                        c.p_diff,
+                        r.p_value,
+                        c.margin,
+                        c.p_equivalent,
+                        c.verdict,
+                        "" if c.seeds_needed is None else c.seeds_needed,
+                        family.size,
+                        r.warning or "",
+                    ]
+                )

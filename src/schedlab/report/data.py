@@ -35,6 +35,17 @@ class StudyView:
     not_in_store: int = 0  # planned runs the store has never seen (not run yet)
     other_plans: int = 0  # other configurations registered under this study's name
     tuning: list[SearchResult] = field(default_factory=list)  # a tuned study's searches
+    # label -> the other labels of its very runs (the paper's baseline is cosine): shown once
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+
+    def display(self, label: str) -> str:
+        """A label as tables and figures show it: with the other names of its runs."""
+        others = self.aliases.get(label)
+        return f"{label} (= {', '.join(others)})" if others else label
+
+    def label_of(self, name: str) -> str:
+        """The label shown for ``name``, which may be another name of a shown label's runs."""
+        return next((label for label, others in self.aliases.items() if name in others), name)
 
     def finished(self) -> list[RunRecord]:
         return [r for r in self.records if r.status == RunStatus.DONE]
@@ -135,6 +146,9 @@ def load_study_view(
     elif baseline not in labels:
         raise ValueError(f"unknown baseline {baseline!r}; schedules: {', '.join(labels)}")
     records, targets = with_targets(store, spec, records, baseline)
+    records, labels, aliases = one_label_per_run(records, labels)
+    if baseline not in labels:  # asked for by another name of a label's runs
+        baseline = next(label for label, others in aliases.items() if baseline in others)
     run_ids = {r.run_id for r in records}
     return StudyView(
         study,
@@ -151,4 +165,24 @@ def load_study_view(
             for plan_id in store.plans(study)
         ),
         tuning=planned.tuning if planned else [],
+        aliases=aliases,
     )
+
+
+def one_label_per_run(
+    records: list[RunRecord], labels: list[str]
+) -> tuple[list[RunRecord], list[str], dict[str, list[str]]]:
+    """Labels that name the very same runs as an earlier label are folded into it: (records
+    of the kept labels, kept labels, kept label -> its other names)."""
+    ids: dict[str, frozenset[str]] = {}
+    for label in labels:
+        ids[label] = frozenset(r.run_id for r in records if r.label == label)
+    kept: list[str] = []
+    aliases: dict[str, list[str]] = {}
+    for label in labels:
+        same = next((k for k in kept if ids[k] == ids[label] and ids[k]), None)
+        if same is None:
+            kept.append(label)
+        else:
+            aliases.setdefault(same, []).append(label)
+    return [r for r in records if r.label in kept], kept, aliases

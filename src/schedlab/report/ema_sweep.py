@@ -111,8 +111,12 @@ def sweep_figure(
             ax.grid(alpha=0.3)
     grid[0][0].legend(fontsize=7)
     what = "excess over the schedule's best length, paired by seed" if paired else "value"
-    fig.suptitle(f"Post-hoc EMA: each metric against the averaging length ({what})")
-    return save(fig, out_dir, "ema_sweep_paired" if paired else "ema_sweep")
+    return save(
+        fig,
+        out_dir,
+        "ema_sweep_paired" if paired else "ema_sweep",
+        f"Post-hoc EMA: each metric against the averaging length ({what})",
+    )
 
 
 def constant_label(view: StudyView) -> str | None:

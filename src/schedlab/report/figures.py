@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 from scipy.signal.windows import hann
@@ -19,6 +20,7 @@ from schedlab.store.status import FINISHED
 from schedlab.store.store import Store
 
 SMOOTH = 25  # the reference smooths loss curves with a 25-step Hann window
+TITLE_MARGIN_IN = 0.4  # inches either side of a title, together
 LIMIT = 5.0  # sample plots show [-5, 5]^2, the range of every dataset
 
 
@@ -34,7 +36,14 @@ def smooth(values: np.ndarray, width: int = SMOOTH) -> np.ndarray:
     return np.convolve(values, window / window.sum(), mode="valid")
 
 
-def save(fig: Figure, out_dir: Path, stem: str) -> Path:
+def save(fig: Figure, out_dir: Path, stem: str, title: str) -> Path:
+    """Write ``fig`` titled ``title`` as PNG and SVG, widened first when the title is wider
+    than the figure (one dataset's panel, say), so that no title is cut off."""
+    text = fig.suptitle(title)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    needed = text.get_window_extent(renderer).width / fig.dpi + TITLE_MARGIN_IN
+    if needed > fig.get_figwidth():
+        fig.set_figwidth(needed)
     png = out_dir / f"{stem}.png"
     fig.savefig(png, dpi=110)
     fig.savefig(out_dir / f"{stem}.svg")
@@ -103,9 +112,8 @@ def samples_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
             if i == 0:
                 ax.set_title(dataset)
             if j == 0:
-                ax.set_ylabel(label)
-    fig.suptitle("Generated samples (EMA weights, lowest seed)")
-    return save(fig, out_dir, "samples")
+                ax.set_ylabel(view.display(label))
+    return save(fig, out_dir, "samples", "Generated samples (EMA weights, lowest seed)")
 
 
 def curve_figure(view: StudyView, store: Store, out_dir: Path, which: str) -> Path:
@@ -131,7 +139,7 @@ def curve_figure(view: StudyView, store: Store, out_dir: Path, which: str) -> Pa
                     ax.plot(
                         np.arange(length) + SMOOTH // 2,
                         mean,
-                        label=label,
+                        label=view.display(label),
                         color=palette[label],
                         linewidth=1.2,
                     )
@@ -150,8 +158,7 @@ def curve_figure(view: StudyView, store: Store, out_dir: Path, which: str) -> Pa
         if which == "loss"
         else "Learning rate used at each step (log scale, lowest seed)"
     )
-    fig.suptitle(title)
-    return save(fig, out_dir, which)
+    return save(fig, out_dir, which, title)
 
 
 def kl_figure(view: StudyView, out_dir: Path) -> Path:
@@ -176,11 +183,13 @@ def kl_figure(view: StudyView, out_dir: Path) -> Path:
         floor = view.floor("kl_divergence", dataset)
         if math.isfinite(floor):
             ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label="bias floor")
-        ax.set_xticks(range(len(view.labels)), view.labels, rotation=45, ha="right")
+        names = [view.display(label) for label in view.labels]
+        ax.set_xticks(range(len(view.labels)), names, rotation=45, ha="right")
         ax.set(title=dataset, ylabel="KL (bits), mean and 95% t interval")
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("KL divergence per dataset (dashed: the estimator's bias floor)")
-    return save(fig, out_dir, "kl")
+    return save(
+        fig, out_dir, "kl", "KL divergence per dataset (dashed: the estimator's bias floor)"
+    )
 
 
 def heldout_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
@@ -204,7 +213,7 @@ def heldout_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
             steps = runs[0][:length, 0]
             losses = np.array([c[:length, 1] for c in runs])
             (line,) = ax.plot(steps, np.median(losses, axis=0), color=palette[label])
-            legend.setdefault(label, line)
+            legend.setdefault(view.display(label), line)
             drawn = True
             if len(runs) > 1:
                 low, high = losses.min(axis=0), losses.max(axis=0)
@@ -230,8 +239,9 @@ def heldout_figure(view: StudyView, store: Store, out_dir: Path) -> Path:
         ax.grid(alpha=0.3)
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize="small")
-    fig.suptitle("Held-out EMA loss while training (median, band over seeds)")
-    return save(fig, out_dir, "heldout")
+    return save(
+        fig, out_dir, "heldout", "Held-out EMA loss while training (median, band over seeds)"
+    )
 
 
 FIGURES: dict[str, Callable[[StudyView, Store, Path], Path]] = {

@@ -13,14 +13,15 @@ from schedlab.metrics import METRICS
 from schedlab.report.data import TABLE_METRICS, StudyView
 from schedlab.report.stats import INTERVAL
 from schedlab.report.tables import (
+    FLEET_SHARES,
     PROFILE_TAUS,
-    PairedRow,
     PaperRow,
     SummaryRow,
     cell_value,
     floor_label,
     has_floor,
     metric_grid,
+    shared_times,
     shown_metrics,
 )
 
@@ -41,6 +42,12 @@ pre { padding: 0.6rem; overflow-x: auto; }
 """
 
 KL = "kl_divergence"
+PAPER_SETTINGS = {  # ../shared/SPEC.md: the paper's one run per cell
+    "training steps": 10_000,
+    "batch size": 256,
+    "points per dataset": 100_000,
+    "seeds per cell": 1,
+}
 
 
 def esc(value: object) -> str:
@@ -86,7 +93,7 @@ def kl_section(view: StudyView, rows: list[SummaryRow]) -> str:
             r = index[(label, d)]
             ci = f" [{fmt(r.ci_low)}, {fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
             cells.append("-" if r.n == 0 else f"{fmt(r.mean)} ± {fmt(r.std)}{ci} (n={r.n})")
-        lines.append([label, *cells])
+        lines.append([view.display(label), *cells])
     floor_row = table(
         ["", *view.datasets],
         [
@@ -149,6 +156,12 @@ def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
         if metric == "kl_divergence" or metric in TIME_TO_TARGET:
             continue
         parts.append(f"<h3>{esc(title)}</h3>")
+        if metric in FLEET_SHARES and shared_times(view):
+            parts.append(
+                "<p>A fleet's share: its runs trained (or sampled) as one computation, and each "
+                "run's time is the fleet's wall time divided by its runs, so it is not ranked. "
+                "`benchmarks/engine.py` measures the engines' speed.</p>"
+            )
         parts.append(table(["schedule", *view.datasets], metric_grid(view, rows, metric)))
         if has_floor(metric):
             floors = [cell_value(view.floor(metric, d), metric) for d in view.datasets]
@@ -157,51 +170,11 @@ def metric_sections(view: StudyView, rows: list[SummaryRow]) -> str:
     return "<h2>Other metrics (mean ± std over seeds)</h2>" + "".join(parts)
 
 
-def paired_section(view: StudyView, paired: list[PairedRow]) -> str:
-    paired = [
-        row
-        for row in paired
-        if any(METRICS[row.metric].applies(d, view.sample_shape(d)) for d in view.datasets)
-    ]
-    warnings = sorted({row.result.warning for row in paired if row.result.warning})
-    notes = "".join(f'<p class="warn">Warning: {esc(w)}.</p>' for w in warnings)
-    same = [label for label in view.labels if view.same_runs_as_baseline(label)]
-    if same:
-        notes += (
-            f"<p>{esc(', '.join(same))}: the same runs as the baseline (same schedule, "
-            "parameters and seeds), so no comparison is shown.</p>"
-        )
-    tables = []
-    for metric in dict.fromkeys(row.metric for row in paired):
-        index = {(r.schedule, r.dataset): r.result for r in paired if r.metric == metric}
-        lines = []
-        for label in dict.fromkeys(r.schedule for r in paired if r.metric == metric):
-            cells = []
-            for d in view.datasets:
-                r = index[(label, d)]
-                cells.append(
-                    "-"
-                    if r.n == 0
-                    else f"{r.mean_diff:+.4f} [{fmt(r.ci_low, 4)}, {fmt(r.ci_high, 4)}] "
-                    f"p={fmt(r.p_value, 2)} n={r.n}"
-                )
-            lines.append([label, *cells])
-        title = TABLE_METRICS[metric][0]
-        tables.append(f"<h3>{esc(title)}</h3>" + table(["schedule", *view.datasets], lines))
-    return (
-        f"<h2>Paired comparisons against the baseline ({esc(view.baseline)})</h2>"
-        "<p>Schedule minus baseline on the seeds both have (paired seeds share initial weights, "
-        f"data order and noise): mean difference, its {INTERVAL} (on the paired differences), "
-        "and the p-value of an exact two-sided sign-flip permutation test. Negative is better "
-        "for every metric here."
-        "</p>" + notes + "".join(tables)
-    )
-
-
 def ranking_section(
     ranked_by: str,
     ranks: dict[str, float],
     profile: dict[str, list[float]],
+    spread: str,
     by_metric: dict[str, dict[str, float]],
     profiles: dict[str, dict[str, list[float]]],
 ) -> str:
@@ -217,6 +190,7 @@ def ranking_section(
         f"and its performance profile: the fraction of datasets where its {esc(name)}{gap} is "
         "within a factor τ of the best schedule's.</p>"
         + table(["schedule", "mean rank", *(f"τ = {t:g}" for t in PROFILE_TAUS)], lines)
+        + spread
         + "<p>Mean rank over datasets under every metric (1 = best, each metric's own "
         "direction): where the columns disagree, the ranking depends on the metric.</p>"
         + table(["schedule", *metrics], per_metric)
@@ -247,17 +221,13 @@ def profiles_details(order: list[str], profiles: dict[str, dict[str, list[float]
 def status_section(view: StudyView) -> str:
     total = len(view.records) + view.not_in_store
     missing = view.missing()
-    distinct = {r.run_id for r in view.records}
-    finished = distinct - {r.run_id for r in missing}
-    shared = (
-        f": {len(finished)} of {len(distinct) + view.not_in_store} distinct runs, as `schedlab "
-        "run` counts them (labels of one configuration share their runs)"
-        if len(distinct) < len(view.records)
-        else ""
+    folded = "".join(
+        f" {', '.join(others)} names the same runs as {label}: they are counted and shown once."
+        for label, others in view.aliases.items()
     )
     parts = [
         f"<h2>Runs</h2><p>{total - len(missing)} of {total} planned runs finished "
-        f"(done or diverged){shared}.</p>"
+        f"(done or diverged).{esc(folded)}</p>"
     ]
     if view.not_in_store:
         parts.append(
@@ -328,7 +298,7 @@ def settings_section(view: StudyView) -> str:
     )
 
 
-def paper_section(rows: list[PaperRow]) -> str:
+def paper_section(view: StudyView, rows: list[PaperRow]) -> str:
     if not rows:
         return (
             "<h2>Against the paper</h2><p>No cell of this study matches the paper's "
@@ -341,11 +311,12 @@ def paper_section(rows: list[PaperRow]) -> str:
     return (
         "<h2>Against the paper</h2><p>The paper's published means beside this study's (ours "
         "minus paper). Times depend on the machine.</p>"
+        + paper_settings_note(view)
         + table(["schedule", "dataset", "metric", "paper", "ours", "diff", "n"], lines)
     )
 
 
-def page(view: StudyView, sections: Sequence[str], figures: dict[str, Path]) -> str:
+def figures_section(figures: dict[str, Path]) -> str:
     captions = {
         "samples": "Generated samples: rows schedules, columns datasets (the paper's Figure 1)",
         "loss": "Training loss per dataset, one line per schedule (the paper's Figure 2)",
@@ -361,12 +332,73 @@ def page(view: StudyView, sections: Sequence[str], figures: dict[str, Path]) -> 
         ),
     }
     figs = "".join(image(path, captions[name]) for name, path in figures.items())
+    return "<h2>Figures</h2>" + figs
+
+
+def slug(title: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:40]
+
+
+def with_anchors(sections: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The sections with an id on each <h2>, and (id, title) of each for the contents."""
+    out, entries = [], []
+    for section in sections:
+        parts = section.split("<h2")
+        rebuilt = [parts[0]]
+        for part in parts[1:]:
+            attributes, _, rest = part.partition(">")
+            title, _, tail = rest.partition("</h2>")
+            anchor = attributes.split('id="')[1].split('"')[0] if 'id="' in attributes else None
+            if anchor is None:
+                anchor = slug(html.unescape(title))
+                attributes = f' id="{anchor}"'
+            entries.append((anchor, html.unescape(title.replace("<b>", "").replace("</b>", ""))))
+            rebuilt.append(f"<h2{attributes}>{title}</h2>{tail}")
+        out.append("".join(rebuilt))
+    return out, entries
+
+
+def paper_settings_note(view: StudyView) -> str:
+    """Where this study's settings differ from the paper's (10,000 steps, batch 256, 100,000
+    points, one run per cell): its numbers are then not a reproduction test."""
+    train, data_ = view.spec.get("train") or {}, view.spec.get("data") or {}
+    seeds = view.spec.get("seeds", 1)
+    ours = {
+        "training steps": (train.get("steps", PAPER_SETTINGS["training steps"])),
+        "batch size": train.get("batch_size", PAPER_SETTINGS["batch size"]),
+        "points per dataset": data_.get("n", PAPER_SETTINGS["points per dataset"]),
+        "seeds per cell": seeds if isinstance(seeds, int) else len(seeds),
+    }
+    differ = [
+        f"{name}: {ours[name]:,} here, {paper:,} in the paper"
+        for name, paper in PAPER_SETTINGS.items()
+        if ours[name] != paper
+    ]
+    if not differ:
+        return ""
+    return (
+        "<p class=\"warn\">This study's settings differ from the paper's ("
+        + esc("; ".join(differ))
+        + "): a difference below says what those settings give, not whether the paper "
+        "reproduces.</p>"
+    )
+
+
+def page(view: StudyView, sections: Sequence[str]) -> str:
+    """The page: the verdict first, then the contents, then every other section in order."""
+    anchored, entries = with_anchors(sections)
+    contents = (
+        "<nav><h2>Contents</h2><ol>"
+        + "".join(f'<li><a href="#{esc(a)}">{esc(t)}</a></li>' for a, t in entries)
+        + "</ol></nav>"
+    )
+    first, rest = anchored[:1], anchored[1:]
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>schedlab report: {esc(view.name)}</title><style>{STYLE}</style></head><body>"
         f"<h1>schedlab report: study {esc(view.name)}</h1>"
-        + "".join(sections)
-        + "<h2>Figures</h2>"
-        + figs
+        + "".join(first)
+        + contents
+        + "".join(rest)
         + "</body></html>"
     )

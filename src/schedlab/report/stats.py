@@ -1,8 +1,14 @@
 """The statistics a careful reader needs before believing a ranking.
 
 Mean and sample standard deviation over seeds with 95% Student-t intervals of the mean; paired
-differences against the baseline on shared seeds with a t interval and an exact sign-flip
-permutation test; mean ranks and a performance profile across datasets. SciPy does the work.
+differences against the baseline on shared seeds with a t interval, a paired t-test, an exact
+sign-flip permutation test and a paired TOST equivalence test; Holm's correction over a family;
+the seeds a paired t-test needs for a given power; mean ranks (with a bootstrap interval over
+seeds) and a performance profile across datasets. SciPy does the work.
+
+A failed or diverged seed is not dropped: it is the worst value of its cell. In ranks it is
++inf (its cell ranks last); in paired tests it takes the worst finite value measured on its
+dataset (a loss against every seed that trained).
 
 Why t and not the bootstrap: a percentile bootstrap of the mean over 2-3 seeds is about the
 range of the values, and in simulation (normal data) it covered the true mean 56% of the time at
@@ -62,6 +68,10 @@ class Paired:
     ci_high: float
     p_value: float  # two-sided exact sign-flip permutation test
     warning: str | None
+    p_t: float = math.nan  # two-sided paired t-test
+    sd: float = math.nan  # sample standard deviation of the paired differences
+    failed: tuple[int, int] = (0, 0)  # seeds counted as failures: (schedule's, baseline's)
+    differences: tuple[float, ...] = ()
 
 
 def min_p_value(n: int) -> float:
@@ -69,17 +79,30 @@ def min_p_value(n: int) -> float:
     return min(1.0, 2.0 / 2**n)
 
 
-def paired_comparison(schedule: Mapping[int, float], baseline: Mapping[int, float]) -> Paired:
-    """Compare a schedule with the baseline on the seeds both have (common random numbers)."""
+def paired_comparison(
+    schedule: Mapping[int, float], baseline: Mapping[int, float], worst: float | None = None
+) -> Paired:
+    """Compare a schedule with the baseline on the seeds both have (common random numbers).
+
+    ``worst``: what a failed seed (an infinite value) counts as, the worst finite value of its
+    dataset; None drops such seeds. NaN (not measured) drops the pair either way."""
+
+    def counted(v: float) -> float:
+        return worst if worst is not None and math.isinf(v) else v
+
     seeds = sorted(
         s
         for s in set(schedule) & set(baseline)
-        if np.isfinite(schedule[s]) and np.isfinite(baseline[s])
+        if np.isfinite(counted(schedule[s])) and np.isfinite(counted(baseline[s]))
+    )
+    failed = (
+        sum(math.isinf(schedule[s]) for s in seeds),
+        sum(math.isinf(baseline[s]) for s in seeds),
     )
     n = len(seeds)
     if n == 0:
         return Paired(0, math.nan, math.nan, math.nan, math.nan, "no shared seeds")
-    d = np.array([schedule[s] - baseline[s] for s in seeds])
+    d = np.array([counted(schedule[s]) - counted(baseline[s]) for s in seeds])
     if n == 1:
         return Paired(
             1,
@@ -88,6 +111,8 @@ def paired_comparison(schedule: Mapping[int, float], baseline: Mapping[int, floa
             math.nan,
             math.nan,
             "one shared seed: nothing can be concluded",
+            failed=failed,
+            differences=(float(d[0]),),
         )
     low, high = t_interval(d)
     if np.all(d == 0):
@@ -110,7 +135,91 @@ def paired_comparison(schedule: Mapping[int, float], baseline: Mapping[int, floa
             f"{min_p_value(n):.3g}, so no difference can be significant at 0.05; "
             "treat this row as descriptive"
         )
-    return Paired(n, float(d.mean()), low, high, p, warning)
+    return Paired(
+        n,
+        float(d.mean()),
+        low,
+        high,
+        p,
+        warning,
+        p_t=paired_t_p(d),
+        sd=float(d.std(ddof=1)),
+        failed=failed,
+        differences=tuple(float(x) for x in d),
+    )
+
+
+def paired_t_p(d: np.ndarray) -> float:
+    """Two-sided p of the paired t-test of mean difference 0 (1 when every difference is 0,
+    0 when they are all one nonzero value)."""
+    if len(d) < 2:
+        return math.nan
+    if np.all(d == d[0]):
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def tost_p(d: Sequence[float], margin: float) -> float:
+    """Paired TOST: the p-value that the mean difference lies within (-margin, margin), the
+    larger of the two one-sided t-tests (H0: mean <= -margin; H0: mean >= margin)."""
+    x = np.asarray(d, dtype=np.float64)
+    if len(x) < 2 or not margin > 0:
+        return math.nan
+    if np.all(x == x[0]):
+        return 0.0 if abs(x[0]) < margin else 1.0
+    above = stats.ttest_1samp(x, -margin, alternative="greater").pvalue
+    below = stats.ttest_1samp(x, margin, alternative="less").pvalue
+    return float(max(above, below))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control); NaN stays NaN and is
+    not counted in the family. Written out (five lines) rather than adding statsmodels for
+    it; tests/test_verdicts.py checks it against statsmodels' multipletests."""
+    p = np.asarray(p_values, dtype=np.float64)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = len(tested)
+    out = np.full(len(p), math.nan)
+    order = tested[np.argsort(p[tested], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+MAX_PLANNED_SEEDS = 100_000
+
+
+def t_power(n: int, effect: float, sd: float, level: float) -> float:
+    """Power of a two-sided paired t-test at ``level`` with n pairs, true mean difference
+    ``effect`` and paired standard deviation ``sd`` (noncentral t)."""
+    df = n - 1
+    critical = stats.t.ppf(1 - level / 2, df)
+    shift = effect * math.sqrt(n) / sd
+    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+
+
+def seeds_needed(sd: float, effect: float, level: float, power: float = 0.8) -> int | None:
+    """The fewest paired seeds for a two-sided paired t-test at ``level`` to detect a true
+    difference ``effect`` with ``power``, given the paired standard deviation ``sd``; None
+    when more than MAX_PLANNED_SEEDS would be needed (or sd is unknown)."""
+    if not (math.isfinite(sd) and math.isfinite(effect) and effect > 0):
+        return None
+    if sd == 0:
+        return 2
+    low, high = 2, 2
+    while t_power(high, effect, sd, level) < power:  # double, then bisect
+        if high >= MAX_PLANNED_SEEDS:
+            return None
+        low, high = high, min(2 * high, MAX_PLANNED_SEEDS)
+    while low < high:
+        mid = (low + high) // 2
+        if t_power(mid, effect, sd, level) >= power:
+            high = mid
+        else:
+            low = mid + 1
+    return high
 
 
 def mean_ranks(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 from schedlab.metrics import METRICS
-from schedlab.report.data import PAIRED_METRICS, TABLE_METRICS, StudyView
+from schedlab.report.data import TABLE_METRICS, StudyView
 from schedlab.report.stats import (
     INTERVAL,
-    Paired,
     Summary,
     mean_ranks,
-    paired_comparison,
     performance_profile,
     summarize,
 )
+from schedlab.report.verdicts import failures_by_cell
 
 PROFILE_TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 # KL within this many bits of the floor counts as at the floor for the performance profile;
@@ -51,35 +51,6 @@ def summary_rows(view: StudyView) -> list[SummaryRow]:
     return rows
 
 
-@dataclass(frozen=True)
-class PairedRow:
-    schedule: str
-    dataset: str
-    metric: str
-    result: Paired
-
-
-def paired_rows(view: StudyView) -> list[PairedRow]:
-    rows = []
-    for metric in PAIRED_METRICS:
-        for label in view.labels:
-            if label == view.baseline or view.same_runs_as_baseline(label):
-                continue
-            for dataset in view.datasets:
-                rows.append(
-                    PairedRow(
-                        label,
-                        dataset,
-                        metric,
-                        paired_comparison(
-                            view.values(label, dataset, metric),
-                            view.values(view.baseline, dataset, metric),
-                        ),
-                    )
-                )
-    return rows
-
-
 def ranking_metric(rows: list[SummaryRow]) -> str:
     """What the headline ranking ranks by: KL where it was measured (vector data), else the
     held-out EMA loss (images, where KL does not apply)."""
@@ -93,11 +64,10 @@ def ranks_and_profile(
     """(the metric ranked by, mean rank per schedule, the performance profile of its gap to
     the floor)."""
     metric = ranking_metric(rows)
-    means: dict[str, dict[str, float]] = {label: {} for label in view.labels}
-    for row in rows:
-        if row.metric == metric:
-            means[row.schedule][row.dataset] = row.mean
-    return metric, mean_ranks(means), profiles_by_metric(view, rows).get(metric, {})
+    ranks = ranks_by_metric(view.labels, rows, failures_by_cell(view), unranked(view)).get(
+        metric, {label: math.nan for label in view.labels}
+    )
+    return metric, ranks, profiles_by_metric(view, rows).get(metric, {})
 
 
 def profile_gap(view: StudyView, metric: str, dataset: str, mean: float) -> float:
@@ -125,31 +95,60 @@ def profiles_by_metric(
     """metric -> schedule -> its performance profile at PROFILE_TAUS (Dolan & More), for every
     shown metric that can be scored (``profile_gap``)."""
     out = {}
+    failed = failures_by_cell(view)
     for metric in shown_metrics(rows):
+        if metric in unranked(view):
+            continue
         gaps: dict[str, dict[str, float]] = {label: {} for label in view.labels}
         for row in rows:
             if row.metric == metric:
-                gaps[row.schedule][row.dataset] = profile_gap(view, metric, row.dataset, row.mean)
+                mean = math.inf if (row.schedule, row.dataset) in failed else row.mean
+                gaps[row.schedule][row.dataset] = profile_gap(view, metric, row.dataset, mean)
         if any(math.isfinite(v) for per in gaps.values() for v in per.values()):
             out[metric] = performance_profile(gaps, PROFILE_TAUS)
     return out
 
 
-def ranks_by_metric(labels: list[str], rows: list[SummaryRow]) -> dict[str, dict[str, float]]:
-    """metric -> schedule -> mean rank over datasets (1 = best), for every shown metric that
-    has a better direction; a higher-is-better metric is ranked from the top."""
+def ranks_by_metric(
+    labels: list[str],
+    rows: list[SummaryRow],
+    failed: Collection[tuple[str, str]] = (),
+    skip: Collection[str] = (),
+) -> dict[str, dict[str, float]]:
+    """metric -> schedule -> mean rank over datasets (1 = best), for every shown metric not in
+    ``skip`` that has a better direction; a higher-is-better metric is ranked from the top; a
+    cell in ``failed`` (label, dataset: a failed or diverged seed) ranks last on its dataset."""
     out = {}
     for metric in shown_metrics(rows):
+        if metric in skip:
+            continue
         direction = METRICS[metric].direction
         if direction is None:
             continue
         sign = 1.0 if direction == "lower" else -1.0
         scores: dict[str, dict[str, float]] = {label: {} for label in labels}
         for row in rows:
-            if row.metric == metric and row.n:
+            if row.metric == metric and (row.schedule, row.dataset) in failed:
+                scores[row.schedule][row.dataset] = math.inf
+            elif row.metric == metric and row.n:
                 scores[row.schedule][row.dataset] = sign * row.mean
         out[metric] = mean_ranks(scores)
     return out
+
+
+# Times a fleet measures for all its runs at once: each run's is a share (the fleet's wall time
+# divided by its runs), the same for every run of a fleet, so they are shown but not ranked.
+FLEET_SHARES = ("training_time", "inference_time", "seconds_to_target")
+
+
+def shared_times(view: StudyView) -> bool:
+    """True when the study's times are fleet shares (any run trained in a fleet)."""
+    return any(r.engine == "fleet" for r in view.records)
+
+
+def unranked(view: StudyView) -> tuple[str, ...]:
+    """Metrics shown but not ranked or profiled: times that are fleet shares."""
+    return FLEET_SHARES if shared_times(view) else ()
 
 
 def cell(s: Summary | SummaryRow, digits: int) -> str:
@@ -194,7 +193,9 @@ def metric_grid(view: StudyView, rows: list[SummaryRow], metric: str) -> list[li
         runs = len(view.values(label, dataset, metric))
         return cell(row, digits) + (f" ({row.n} of {runs})" if row.n < runs else "")
 
-    return [[label, *(shown(label, d) for d in view.datasets)] for label in view.labels]
+    return [
+        [view.display(label), *(shown(label, d) for d in view.datasets)] for label in view.labels
+    ]
 
 
 def write_summary_csv(rows: list[SummaryRow], path: Path) -> None:
@@ -291,7 +292,7 @@ def paper_rows(view: StudyView, rows: list[SummaryRow]) -> list[PaperRow]:
     out = []
     for paper in csv.DictReader(text.splitlines()):
         for column, metric in PAPER_METRICS.items():
-            ours = index.get((paper["schedule"], paper["dataset"], metric))
+            ours = index.get((view.label_of(paper["schedule"]), paper["dataset"], metric))
             if ours is not None and ours.n:
                 out.append(
                     PaperRow(

@@ -225,7 +225,10 @@ def sensitivity_figure(view: StudyView, out_dir: Path) -> Path:
         ax.grid(alpha=0.3)
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize="small")
-    fig.suptitle(
-        "Tuning: objective vs LR per trial (ringed: chosen; on the edge: worse trials, x: diverged)"
+    return save(
+        fig,
+        out_dir,
+        "sensitivity",
+        "Tuning: objective vs LR per trial "
+        "(ringed: chosen; on the edge: worse trials, x: diverged)",
     )
-    return save(fig, out_dir, "sensitivity")
