@@ -167,3 +167,54 @@ def test_seeds_prints_the_plan_and_writes_nothing(tmp_path):
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before
     bad = runner.invoke(app, ["seeds", str(path), "--store", str(store), "--metric", "nope"])
     assert bad.exit_code == 2 and "unknown metric 'nope'; valid metrics:" in bad.output
+
+
+def test_profile_errors_match_a_grid_integration_and_the_audit():
+    """16 snapshots each of 0.05 and 0.10 over 10,000 steps (the audit's numbers: 0.36 at 0.01,
+    0.12 at 0.02, 0.023 at 0.2, 0.66 at 0.3 (0.666 here); "0.3" is really about 0.275)."""
+    from schedlab.averaging.profiles import coefficients, gamma_of, reconstruction, snapshot_steps
+
+    taken = snapshot_steps(10_000, 16)
+    steps = np.array(taken * 2, dtype=float)
+    gammas = np.array([gamma_of(0.05)] * 16 + [gamma_of(0.10)] * 16)
+    x = np.linspace(0, 1, 1_000_001)[1:]  # time as a fraction of training
+    for std, audit in [(0.01, 0.36), (0.02, 0.12), (0.2, 0.023), (0.3, 0.67)]:
+        error, achieved = reconstruction(steps, gammas, 10_000, gamma_of(std))
+        c = coefficients(steps, gammas, 10_000, gamma_of(std))
+        built = sum(
+            ci * np.where(x <= t, (g + 1) * x**g / t ** (g + 1), 0.0)
+            for ci, t, g in zip(c, steps / 10_000, gammas, strict=True)
+        )
+        g = gamma_of(std)
+        target = (g + 1) * x**g
+        grid = math.sqrt(np.sum((built - target) ** 2) / np.sum(target**2))
+        assert error == pytest.approx(grid, rel=1e-2)  # the grid is coarse at 0 for g < 0
+        assert round(error, 2 if audit >= 0.1 else 3) == audit
+        if std == 0.3:
+            mean = np.sum(built * x) / np.sum(built)
+            spread = math.sqrt(np.sum(built * (x - mean) ** 2) / np.sum(built))
+            assert achieved == pytest.approx(spread, rel=1e-3) and achieved == pytest.approx(
+                0.275, abs=0.002
+            )
+    assert reconstruction(steps, gammas, 10_000, gamma_of(0.05))[0] < 1e-6  # tracked: exact
+
+
+def test_cross_fitted_best_lengths_never_score_a_seed_where_it_chose():
+    from schedlab.report.ema_sweep import best_length
+
+    lengths = (0.05, 0.1, 0.2, 0.3)
+    # Each seed is best at its own length (its value there 0), 1 elsewhere, plus a little.
+    per_seed = {
+        seed: {std: (0.0 if i == seed else 1.0) + 0.01 * i for i, std in enumerate(lengths)}
+        for seed in range(4)
+    }
+    best = best_length(per_seed, set(lengths))
+    assert best is not None and best.cross_fitted
+    folds = {0: [1, 3], 2: [1, 3], 1: [0, 2], 3: [0, 2]}  # alternate seeds: {0, 2} and {1, 3}
+    for seed, others in folds.items():
+        means = {std: np.mean([per_seed[s][std] for s in others]) for std in lengths}
+        assert best.chosen[seed] == min(means, key=means.get)
+        assert best.chosen[seed] != lengths[seed]  # never where the seed itself is best
+        assert best.values[seed] == per_seed[seed][best.chosen[seed]]
+    poorly_built = best_length(per_seed, {0.05, 0.1})  # 0.2 and 0.3 may not be chosen
+    assert set(poorly_built.chosen.values()) <= {0.05, 0.1}

@@ -84,3 +84,23 @@ def coefficients(
     toward = inner_products(steps, gammas, float(target_step), float(target_gamma))
     solution = np.linalg.lstsq(gram, toward, rcond=None)[0]
     return solution / solution.sum()
+
+
+def reconstruction(
+    steps: np.ndarray, gammas: np.ndarray, target_step: int, target_gamma: float
+) -> tuple[float, float]:
+    """How well the snapshots (``steps``, ``gammas``) build the target profile: (the relative
+    L2 error of the combination's profile, ||p - p_target|| / ||p_target||, and the relative
+    standard deviation the combination actually has). Profiles on [0, t] with exponent g have
+    E[tau] = (g + 1) / (g + 2) t and E[tau^2] = (g + 1) / (g + 3) t^2; the combination's
+    moments are the coefficient-weighted sums (its coefficients sum to 1)."""
+    steps, gammas = np.asarray(steps, dtype=np.float64), np.asarray(gammas, dtype=np.float64)
+    c = coefficients(steps, gammas, target_step, target_gamma)
+    gram = inner_products(steps[:, None], gammas[:, None], steps[None, :], gammas[None, :])
+    toward = inner_products(steps, gammas, float(target_step), float(target_gamma))
+    target = float(inner_products(target_step, target_gamma, target_step, target_gamma))
+    squared = max(float(c @ gram @ c - 2.0 * c @ toward + target), 0.0)
+    first = float(np.sum(c * (gammas + 1.0) / (gammas + 2.0) * steps))
+    second = float(np.sum(c * (gammas + 1.0) / (gammas + 3.0) * steps**2))
+    spread = math.sqrt(max(second - first**2, 0.0)) / target_step
+    return math.sqrt(squared / target), spread

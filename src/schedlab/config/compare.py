@@ -2,7 +2,9 @@
 
 ``primary``: the metric the verdict uses; ``margins``: per metric, the difference that matters
 (a number in the metric's unit, or a string "2%" of the baseline's mean); ``alpha``: the
-family-wise error rate of each metric's family of comparisons. The section shapes the report
+family-wise error rate of each metric's family of comparisons; ``power``: what the seed plan
+aims for; ``ema_max_error``: the largest relative L2 error of a reconstructed post-hoc EMA
+profile that may be chosen as a schedule's best length. The section shapes the report
 only: it is not part of the registered plan, so editing it never retrains or re-registers.
 """
 
@@ -74,6 +76,9 @@ class CompareSettings(BaseModel):
     )
     alpha: float = Field(0.05, gt=0, lt=0.5, description="family-wise error rate per metric")
     power: float = Field(0.8, ge=0.5, lt=1, description="the seed plan's target power")
+    ema_max_error: float = Field(
+        0.1, gt=0, le=1, description="post-hoc EMA lengths built worse than this are not chosen"
+    )
 
     @field_validator("primary")
     @classmethod

@@ -14,12 +14,17 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from schedlab.config.settings import EvalSettings, TrainSettings
+from schedlab.averaging.plan import PosthocPlan
+from schedlab.averaging.profiles import gamma_of, reconstruction
+from schedlab.config.compare import CompareSettings
+from schedlab.config.settings import EvalSettings, PosthocSettings, TrainSettings
 from schedlab.metrics import METRICS, averaged
 from schedlab.report.data import StudyView
 from schedlab.report.figures import colors, save
 from schedlab.report.html import esc, fmt, image, table
 from schedlab.report.stats import INTERVAL, Paired, paired_comparison, summarize
+from schedlab.report.verdict_sections import pfmt
+from schedlab.report.verdicts import compare_settings, judge
 from schedlab.store.records import RunRecord
 from schedlab.store.store import Store
 
@@ -29,8 +34,30 @@ Sweep = dict[str, dict[str, dict[int, dict[float, float]]]]
 
 @dataclass(frozen=True)
 class Best:
-    std: float  # the EMA length whose mean over seeds is lowest
-    values: dict[int, float]  # seed -> the metric at that length
+    std: float  # the usable EMA length whose mean over all seeds is lowest (shown)
+    values: dict[int, float]  # seed -> the metric at the length chosen on the other seeds
+    cross_fitted: bool  # False: one seed, scored at the length chosen on itself
+    chosen: dict[int, float]  # seed -> the length its value was taken at
+
+
+@dataclass(frozen=True)
+class Quality:
+    error: float  # relative L2 error of the reconstructed profile
+    achieved: float  # its relative std (NaN: negative weights leave it undefined)
+
+
+def length_quality(view: StudyView, stds: list[float]) -> dict[float, Quality]:
+    """How well the study's snapshots build each swept length at the end of training."""
+    ema = PosthocSettings.model_validate(view.spec.get("ema", {}))
+    steps = TrainSettings.model_validate(view.spec.get("train", {})).steps
+    taken = sorted(PosthocPlan.of(ema.stds, ema.snapshots, steps).steps)
+    at = np.array([t for _ in ema.stds for t in taken], dtype=np.float64)
+    gammas = np.array([gamma_of(s) for s in ema.stds for _ in taken])
+    out = {}
+    for std in stds:
+        error, achieved = reconstruction(at, gammas, steps, gamma_of(std))
+        out[std] = Quality(error, achieved if achieved > 0 else math.nan)
+    return out
 
 
 def load_sweeps(view: StudyView, store: Store) -> dict[str, Sweep]:
@@ -54,27 +81,54 @@ def load_sweeps(view: StudyView, store: Store) -> dict[str, Sweep]:
 Bests = dict[tuple[str, str], Best | None]
 
 
-def bests_of(view: StudyView, sweep: Sweep) -> Bests:
+def bests_of(view: StudyView, sweep: Sweep, usable: set[float]) -> Bests:
     return {
-        (label, d): best_length(sweep.get(label, {}).get(d, {}))
+        (label, d): best_length(sweep.get(label, {}).get(d, {}), usable)
         for label in view.labels
         for d in view.datasets
     }
 
 
-def best_length(per_seed: dict[int, dict[float, float]]) -> Best | None:
-    """The EMA length with the lowest mean over the seeds measured at every length."""
-    stds = sorted(set.intersection(*(set(v) for v in per_seed.values()))) if per_seed else []
+def lowest_mean(per_seed: dict[int, dict[float, float]], usable: set[float]) -> float | None:
+    """The usable EMA length with the lowest mean over ``per_seed``'s seeds (those measured
+    at every length); None when no usable length has a finite mean."""
+    stds = sorted(set.intersection(*(set(v) for v in per_seed.values())) & usable)
     means = [np.mean([per_seed[s][std] for s in per_seed]) for std in stds]
     finite = [(m, std) for m, std in zip(means, stds, strict=True) if math.isfinite(m)]
-    if not finite:
+    return min(finite)[1] if finite else None
+
+
+def best_length(per_seed: dict[int, dict[float, float]], usable: set[float]) -> Best | None:
+    """A cell's best usable EMA length, cross-fitted: its seeds are split in two folds (by
+    seed order, alternately); each seed is scored at the length with the lowest mean on the
+    other fold, so no value is scored at a length chosen on its own seed. One seed cannot be
+    cross-fitted: it is scored at its own best, and says so."""
+    if not per_seed:
         return None
-    std = min(finite)[1]
-    return Best(std, {seed: values[std] for seed, values in per_seed.items()})
+    shown = lowest_mean(per_seed, usable)
+    if shown is None:
+        return None
+    seeds = sorted(per_seed)
+    if len(seeds) < 2:
+        return Best(
+            shown, {s: per_seed[s][shown] for s in seeds}, False, dict.fromkeys(seeds, shown)
+        )
+    folds = [seeds[0::2], seeds[1::2]]
+    values, chosen = {}, {}
+    for scored, selecting in (folds, folds[::-1]):
+        std = lowest_mean({s: per_seed[s] for s in selecting}, usable)
+        for seed in scored:
+            chosen[seed] = std if std is not None else math.nan
+            values[seed] = per_seed[seed].get(std, math.nan) if std is not None else math.nan
+    return Best(shown, values, True, chosen)
 
 
 def sweep_figure(
-    view: StudyView, sweeps: dict[str, Sweep], out_dir: Path, paired: bool = False
+    view: StudyView,
+    sweeps: dict[str, Sweep],
+    out_dir: Path,
+    usable: set[float],
+    paired: bool = False,
 ) -> Path:
     """One row per metric, one panel per dataset: median over seeds and their range, of the
     metric, or (``paired``) of each seed's excess over its value at the schedule's best length
@@ -87,14 +141,14 @@ def sweep_figure(
         for ax, dataset in zip(row, view.datasets, strict=True):
             for label in view.labels:
                 per_seed = sweep.get(label, {}).get(dataset, {})
-                best = best_length(per_seed)
-                if best is None:
+                shown = lowest_mean(per_seed, usable) if per_seed else None
+                if shown is None:
                     continue
                 stds = sorted(set.union(*(set(v) for v in per_seed.values())))
                 values = np.array(
                     [
                         [
-                            v.get(std, math.nan) - (best.values[seed] if paired else 0.0)
+                            v.get(std, math.nan) - (v.get(shown, math.nan) if paired else 0.0)
                             for std in stds
                         ]
                         for seed, v in per_seed.items()
@@ -128,15 +182,26 @@ def difference(result: Paired) -> str:
     return f"{result.mean_diff:+.4f} [{fmt(result.ci_low, 4)}, {fmt(result.ci_high, 4)}]"
 
 
-def verdict(result: Paired) -> str:
-    """How a paired difference (schedule minus the other; lower is better) reads."""
-    if result.n < 2 or not math.isfinite(result.ci_low):
-        return "not enough paired seeds"
-    if result.ci_low > 0:
-        return "worse (the interval is above 0)"
-    if result.ci_high < 0:
-        return "better (the interval is below 0)"
-    return "not distinguishable (the interval holds 0)"
+def quality_table(quality: dict[float, Quality], settings: CompareSettings) -> str:
+    lines = [
+        [
+            f"{std:g}",
+            f"{q.error:.1%}",
+            fmt(q.achieved, 3) if math.isfinite(q.achieved) else "undefined (negative weights)",
+            "yes" if q.error <= settings.ema_max_error else "no: built too poorly",
+        ]
+        for std, q in sorted(quality.items())
+    ]
+    return (
+        "<p>How well the stored snapshots build each swept length at the end of training: the "
+        "relative L2 error of the reconstructed averaging profile against the power-function "
+        "profile asked for, and the relative std the reconstruction actually has (its "
+        "profile's standard deviation over training; undefined where the least-squares "
+        "combination gives some snapshots negative weight enough to make its variance "
+        f"negative). A length built with an error above {settings.ema_max_error:.0%} "
+        "([compare] ema_max_error) is shown but never chosen as a best length.</p>"
+        + table(["asked length", "profile error", "achieved length", "may be chosen"], lines)
+    )
 
 
 def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
@@ -152,7 +217,20 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
             "--ema-sweep 0.01,0.02,0.05,0.1,0.2,0.3</code> measures them, then this section "
             "compares the schedules at their best averaging.</p>"
         )
-    figure = sweep_figure(view, sweeps, out_dir)
+    settings = compare_settings(view)
+    swept = sorted(
+        {
+            std
+            for sweep in sweeps.values()
+            for cells in sweep.values()
+            for seeds in cells.values()
+            for values in seeds.values()
+            for std in values
+        }
+    )
+    quality = length_quality(view, swept)
+    usable = {std for std, q in quality.items() if q.error <= settings.ema_max_error}
+    figure = sweep_figure(view, sweeps, out_dir, usable)
     train = TrainSettings.model_validate(view.spec.get("train", {}))
     # An exponential EMA moved every `ema_every` steps by 1 - beta averages over an exponential
     # window whose mean age, and std, is ema_every / (1 - beta) steps, once it has had a few
@@ -167,18 +245,20 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
         "<code>schedlab measure --ema-sweep</code> formed from them the EMA of each relative "
         "standard deviation (EDM2's sigma_rel: the averaging window's width as a fraction of "
         "training) at the end of training, without training again. The study's fixed EMA "
-        f"({fixed}) is shown beside. The best length is "
-        "chosen on the same seeds it is then compared on, which favours every schedule alike; "
-        "read small differences with that in mind.</p>",
+        f"({fixed}) is shown beside. A schedule's best length is cross-fitted: its seeds are "
+        "split in two folds (alternately, by seed), and each seed is scored at the length with "
+        "the lowest mean on the other fold, so no seed is scored at a length chosen on itself "
+        "(the length shown is the one all seeds would choose).</p>",
+        quality_table(quality, settings),
         image(figure, "Each metric against the EMA length (median and range over seeds)"),
         image(
-            sweep_figure(view, sweeps, out_dir, paired=True),
+            sweep_figure(view, sweeps, out_dir, usable, paired=True),
             "The same, as each seed's excess over its value at the schedule's best length: "
             "how much a length other than the best costs (median and range over seeds)",
         ),
     ]
     rows_csv = []
-    bests = {metric: bests_of(view, sweep) for metric, sweep in sweeps.items()}
+    bests = {metric: bests_of(view, sweep, usable) for metric, sweep in sweeps.items()}
     for metric, per_cell in bests.items():
         title = METRICS[metric].title
         lines = []
@@ -186,53 +266,87 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
             cells = []
             for d in view.datasets:
                 best = per_cell[(label, d)]
-                fixed = summarize(list(view.values(label, d, metric).values()))
+                fixed_ = summarize(list(view.values(label, d, metric).values()))
                 if best is None:
                     cells.append("-")
                     continue
                 s = summarize(list(best.values.values()))
-                at = f"{fmt(s.mean, 4)} ± {fmt(s.std, 4)} at {best.std:g}"
-                cells.append(f"{at} (fixed EMA {fmt(fixed.mean, 4)})")
-                rows_csv.append([metric, label, d, best.std, s.mean, s.std, s.n, fixed.mean])
-            lines.append([label, *cells])
+                how = "" if best.cross_fitted else ", not cross-fitted: one seed"
+                at = f"{fmt(s.mean, 4)} ± {fmt(s.std, 4)} (best {best.std:g}{how})"
+                cells.append(f"{at}; fixed EMA {fmt(fixed_.mean, 4)}")
+                rows_csv.append(
+                    [metric, label, d, best.std, s.mean, s.std, s.n, best.cross_fitted, fixed_.mean]
+                )
+            lines.append([view.display(label), *cells])
         parts.append(
             f"<h3>{esc(title)}: each schedule at its best EMA length</h3>"
-            "<p>Mean ± std over seeds at the length with the lowest mean, the length, and the "
-            "mean with the study's fixed EMA.</p>" + table(["schedule", *view.datasets], lines)
+            "<p>Mean ± std over seeds, each seed at the length chosen on the other fold; the "
+            "length all seeds choose; the mean with the study's fixed EMA.</p>"
+            + table(["schedule", *view.datasets], lines)
         )
-        parts.append(paired_at_best(view, per_cell, title))
-    parts.append(headline(view, bests))
+        parts.append(paired_at_best(view, per_cell, metric, settings))
+    parts.append(headline(view, bests, settings))
     with (out_dir / "ema_best.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["metric", "schedule", "dataset", "best_ema_std", "mean", "std", "n", "fixed_ema_mean"]
+            [
+                "metric",
+                "schedule",
+                "dataset",
+                "best_ema_std",
+                "mean",
+                "std",
+                "n",
+                "cross_fitted",
+                "fixed_ema_mean",
+            ]
         )
         writer.writerows(rows_csv)
     return "".join(parts)
 
 
-def paired_at_best(view: StudyView, bests: Bests, title: str) -> str:
-    lines = []
+def judged_rows(
+    pairs: list[tuple[list[str], Best, Best]], metric: str, settings: CompareSettings
+) -> list[list[str]]:
+    """Rows of (leading cells, mine, other): the paired difference at the best lengths and
+    its verdict, the rows one Holm family, margins from [compare] against the other's mean."""
+    margin = settings.margin(metric)
+    compared = []
+    for _, mine, other in pairs:
+        r = paired_comparison(mine.values, other.values)
+        finite = [v for v in other.values.values() if math.isfinite(v)]
+        compared.append((r, margin.of(float(np.mean(finite))) if finite else math.nan))
+    judged = judge(compared, settings, METRICS[metric].direction == "lower")
+    return [
+        [*lead, difference(r), f"{pfmt(pd_)}", verdict + (f" (~{needed} seeds)" if needed else "")]
+        for (lead, _, _), (r, _), (pd_, _, verdict, needed) in zip(
+            pairs, compared, judged, strict=True
+        )
+    ]
+
+
+def paired_at_best(view: StudyView, bests: Bests, metric: str, settings: CompareSettings) -> str:
+    pairs = []
     for label in view.labels:
-        if label == view.baseline or view.same_runs_as_baseline(label):
+        if label == view.baseline:
             continue
-        cells = []
         for d in view.datasets:
             mine, base = bests[(label, d)], bests[(view.baseline, d)]
-            if mine is None or base is None:
-                cells.append("-")
-                continue
-            r = paired_comparison(mine.values, base.values)
-            cells.append(f"{difference(r)} p={fmt(r.p_value, 2)} n={r.n}")
-        lines.append([label, *cells])
+            if mine is not None and base is not None:
+                pairs.append(([label, d], mine, base))
     return (
-        f"<p>{esc(title)}, each at its best length, minus the baseline ({esc(view.baseline)}) at "
-        f"its best, on shared seeds: mean difference, {INTERVAL} and exact sign-flip p-value.</p>"
-        + table(["schedule", *view.datasets], lines)
+        f"<p>{esc(METRICS[metric].title)}, each at its best length, minus the baseline "
+        f"({esc(view.baseline)}) at its best, on shared seeds: mean difference with the "
+        f"{INTERVAL}, the paired t-test's Holm-adjusted p over these rows, and the verdict "
+        f"(equivalent: TOST within {esc(str(settings.margin(metric)))}).</p>"
+        + table(
+            ["schedule", "dataset", "difference", "Holm p", "verdict"],
+            judged_rows(pairs, metric, settings),
+        )
     )
 
 
-def headline(view: StudyView, bests: dict[str, Bests]) -> str:
+def headline(view: StudyView, bests: dict[str, Bests], settings: CompareSettings) -> str:
     """Does the constant LR, at its best EMA length, match each decayed schedule at its own?"""
     constant = constant_label(view)
     if constant is None:
@@ -242,30 +356,24 @@ def headline(view: StudyView, bests: dict[str, Bests]) -> str:
         )
     lines = []
     for metric, per_cell in bests.items():
+        pairs = []
         for label in view.labels:
-            if label == constant or view.same_runs_as_baseline(label):
+            if label == constant:
                 continue
             for d in view.datasets:
                 mine, other = per_cell[(constant, d)], per_cell[(label, d)]
-                if mine is None or other is None:
-                    continue
-                r = paired_comparison(mine.values, other.values)
-                lines.append(
-                    [
-                        METRICS[metric].title,
-                        label,
-                        d,
-                        f"{mine.std:g} / {other.std:g}",
-                        difference(r),
-                        verdict(r),
-                    ]
-                )
+                if mine is not None and other is not None:
+                    lead = [METRICS[metric].title, label, d, f"{mine.std:g} / {other.std:g}"]
+                    pairs.append((lead, mine, other))
+        lines += judged_rows(pairs, metric, settings)
     return (
         f"<h3>With its best averaging, does a constant LR match the decayed schedules?</h3>"
         f"<p>{esc(constant)} at its best EMA length minus each other schedule at its own, paired "
-        f"by seed ({INTERVAL}). Lower is better: 'worse' means the constant LR stays behind "
-        "even with its best averaging.</p>"
+        f"by seed ({INTERVAL}); per metric the rows are one family, Holm-corrected at alpha = "
+        f"{settings.alpha:g}. 'equivalent' needs a TOST within the metric's margin, not an "
+        "interval that holds 0; 'inconclusive' says how many seeds would settle it.</p>"
         + table(
-            ["metric", "against", "dataset", "best lengths", "difference", "constant LR is"], lines
+            ["metric", "against", "dataset", "best lengths", "difference", "Holm p", "verdict"],
+            lines,
         )
     )

@@ -125,18 +125,31 @@ def family(view: StudyView, metric: str, settings: CompareSettings) -> Family:
             ]
             delta = margin.of(float(np.mean(base))) if base else math.nan
             raw.append((label, dataset, paired, delta))
-    p_diff = holm([p.p_t for *_, p, _ in raw])
-    p_equivalent = holm([tost_p(p.differences, delta) for *_, p, delta in raw])
+    judged = judge([(p, delta) for *_, p, delta in raw], settings, lower_is_better(metric))
+    cells = [
+        Cell(label, dataset, metric, paired, delta, *verdict)
+        for (label, dataset, paired, delta), verdict in zip(raw, judged, strict=True)
+    ]
+    return Family(metric, cells, settings.alpha, settings.power, str(margin))
+
+
+def judge(
+    comparisons: list[tuple[Paired, float]], settings: CompareSettings, lower: bool
+) -> list[tuple[float, float, str, int | None]]:
+    """One family of (paired comparison, margin in the metric's unit): for each, (Holm-adjusted
+    t p, Holm-adjusted TOST p, verdict, seeds an inconclusive one needs)."""
+    p_diff = holm([p.p_t for p, _ in comparisons])
+    p_equivalent = holm([tost_p(p.differences, delta) for p, delta in comparisons])
     m = sum(math.isfinite(p) for p in p_diff)
-    cells = []
-    for (label, dataset, paired, delta), pd_, pe in zip(raw, p_diff, p_equivalent, strict=True):
-        verdict = decide(paired, pd_, pe, settings.alpha, lower_is_better(metric))
+    out = []
+    for (paired, delta), pd_, pe in zip(comparisons, p_diff, p_equivalent, strict=True):
+        verdict = decide(paired, pd_, pe, settings.alpha, lower)
         needed = None
         if verdict == INCONCLUSIVE and m:
             needed = seeds_needed(paired.sd, delta, settings.alpha / m, settings.power)
             needed = max(needed, MIN_SEEDS) if needed is not None else None
-        cells.append(Cell(label, dataset, metric, paired, delta, pd_, pe, verdict, needed))
-    return Family(metric, cells, settings.alpha, settings.power, str(margin))
+        out.append((pd_, pe, verdict, needed))
+    return out
 
 
 def decide(paired: Paired, p_diff: float, p_equivalent: float, alpha: float, lower: bool) -> str:
