@@ -344,3 +344,52 @@ def test_study_level_tune_errors():
         with pytest.raises(ValueError) as err:
             parse_study(text, "tuned")
         assert message in str(err.value), (message, str(err.value))
+
+
+def test_budgets_scale_with_the_space_and_the_best_are_confirmed_at_the_final_length(tmp_path):
+    text = STUDY.replace(
+        "trials = 4\n", "trials = 4\ntrials_per_parameter = 2\nconfirm = 2\nsteps = 20\n"
+    )
+    study = parse_study(text, "tuned")
+    path = tmp_path / "tuned.sqlite"
+    with Store(path) as db:
+        run_study(study, db)
+        found = searches(study, "fleet")
+        results = {(s.label, s.dataset): search_result(db, s) for s in found}
+        for search in found:
+            result = results[(search.label, search.dataset)]
+            assert len(result.trials) == 2 * len(search.dims)  # cosine: lr; step: 3 dims
+            # The best 2 trials, trained again at the study's 40 steps on the tuning seed.
+            confirmed = db.trial_runs(search.confirm_key)
+            ranked = sorted(
+                (t for t in result.trials if t.state == "done"), key=lambda t: (t.value, t.number)
+            )
+            assert sorted({trial for trial, _, _ in confirmed}) == sorted(
+                t.number for t in ranked[:2]
+            )
+            steps = {
+                json.loads(
+                    db.conn.execute(
+                        "SELECT settings FROM runs WHERE run_id = ?", (run_id,)
+                    ).fetchone()[0]
+                )["train"]["steps"]
+                for *_, run_id in confirmed
+            }
+            assert steps == {40}
+            # Chosen: the lower score at the final length, read back from the store.
+            at_final = {}
+            for trial, _, run_id in confirmed:
+                (value,) = db.conn.execute(
+                    "SELECT value FROM measurements WHERE run_id = ? AND metric = ?",
+                    (run_id, "eval_loss_heldout_ema"),
+                ).fetchone()
+                at_final[trial] = value
+            assert result.chosen.number == min(at_final, key=lambda n: (at_final[n], n))
+    report = tmp_path / "report"
+    study_file = tmp_path / "tuned.toml"
+    study_file.write_text(text)
+    args = ["report", str(study_file), "--store", str(path), "--out", str(report)]
+    assert runner.invoke(app, args).exit_code == 0
+    page = (report / "index.html").read_text()
+    assert "Confirmed at the final length" in page
+    assert "2 configurations per tuned parameter" in page

@@ -39,6 +39,7 @@ class Search:
     settings: Settings  # the trials' (train.steps = the tuning steps)
     engine: str
     key: str
+    final_steps: int  # the study's length: what confirmation trains at
 
     @property
     def label(self) -> str:
@@ -48,12 +49,25 @@ class Search:
     def minimize(self) -> bool:
         return METRICS[self.tune.objective].direction == "lower"
 
-    def runs(self, values: Mapping[str, Any]) -> list[RunSpec]:
-        """The runs of one trial (one per tuning seed); ``values`` has a value per dim."""
+    @property
+    def budget(self) -> int:
+        """Trials this search asks: ``trials``, or ``trials_per_parameter`` per dimension."""
+        per = self.tune.trials_per_parameter
+        return self.tune.trials if per is None else per * max(1, len(self.dims))
+
+    @property
+    def confirm_key(self) -> str:
+        """Where the confirmation of its best trials at the final length is kept."""
+        return f"{self.key}:confirm"
+
+    def runs(self, values: Mapping[str, Any], steps: int | None = None) -> list[RunSpec]:
+        """The runs of one trial (one per tuning seed); ``values`` has a value per dim;
+        ``steps``: train this long instead of the tuning length (confirmation)."""
         lr = values.get("lr", self.settings.train.lr)
         params = {**self.entry.params, **{k: v for k, v in values.items() if k != "lr"}}
-        spec = resolve(self.entry.name, params, self.settings.train.steps)
-        train = self.settings.train.model_copy(update={"lr": lr})
+        steps = steps or self.settings.train.steps
+        spec = resolve(self.entry.name, params, steps)
+        train = self.settings.train.model_copy(update={"lr": lr, "steps": steps})
         settings = self.settings.model_copy(update={"train": train})
         return [
             RunSpec(
@@ -88,7 +102,9 @@ def searches(study: StudySpec, engine: str) -> list[Search]:
                 "schedule": entry.name,
                 "params": entry.params,
                 "dims": [asdict(d) for d in dims],
-                "tune": tune.model_dump(mode="json", exclude={"trials", "space"}),
+                "tune": tune.model_dump(
+                    mode="json", exclude={"trials", "trials_per_parameter", "confirm", "space"}
+                ),
                 "objective": objective_key,
                 "data": settings.data.model_dump(mode="json", exclude_none=True),
                 "train": settings.train.model_dump(mode="json", exclude_none=True),
@@ -97,7 +113,8 @@ def searches(study: StudySpec, engine: str) -> list[Search]:
             }
             canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
             key = hashlib.sha256(canonical.encode()).hexdigest()[:20]
-            out.append(Search(dataset, entry, dims, tune, settings, engine, key))
+            search = Search(dataset, entry, dims, tune, settings, engine, key, study.train.steps)
+            out.append(search)
     return out
 
 
@@ -116,28 +133,72 @@ class TrialResult:
 class SearchResult:
     search: Search
     trials: list[TrialResult] = field(default_factory=list)
+    confirmed: list[TrialResult] = field(default_factory=list)  # its best, at the final length
 
     @property
     def complete(self) -> bool:
-        return len(self.trials) >= self.search.tune.trials and all(
+        return len(self.trials) >= self.search.budget and all(
             t.state != "pending" for t in self.trials
         )
 
+    def ranked(self) -> list[TrialResult]:
+        """The scored trials, best first (lower number among equals), once all are in."""
+        scored = [t for t in self.trials if t.state == "done" and math.isfinite(t.value)]
+        if not self.complete:
+            return []
+        sign = 1 if self.search.minimize else -1
+        return sorted(scored, key=lambda t: (sign * t.value, t.number))
+
     @property
     def best(self) -> TrialResult | None:
-        """The trial with the best objective (lowest number among equals), once all are in."""
-        scored = [t for t in self.trials if t.state == "done" and math.isfinite(t.value)]
-        if not self.complete or not scored:
+        """The trial with the best objective at the tuning length, once all are in."""
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def to_confirm(self) -> list[TrialResult]:
+        """The trials ``[tune] confirm`` retrains at the final length (the best ones)."""
+        return self.ranked()[: self.search.tune.confirm]
+
+    @property
+    def chosen(self) -> TrialResult | None:
+        """The configuration the study trains on its seeds: the best at the tuning length, or
+        (with confirmation) the best of the confirmed trials at the final length, once every
+        one is in (the tuning-length best when all of them diverged or failed)."""
+        if self.search.tune.confirm == 0:
+            return self.best
+        wanted = self.to_confirm()
+        confirmed = {t.number: t for t in self.confirmed}
+        if not wanted or any(
+            t.number not in confirmed or confirmed[t.number].state == "pending" for t in wanted
+        ):
             return None
+        scored = [
+            confirmed[t.number]
+            for t in wanted
+            if confirmed[t.number].state == "done" and math.isfinite(confirmed[t.number].value)
+        ]
+        if not scored:
+            return self.best
         sign = 1 if self.search.minimize else -1
-        return min(scored, key=lambda t: (sign * t.value, t.number))
+        winner = min(scored, key=lambda t: (sign * t.value, t.number))
+        return next(t for t in wanted if t.number == winner.number)
 
 
 def search_result(store: StoreReads, search: Search) -> SearchResult:
-    """The trials of ``search`` the store holds, within its budget, in trial order."""
+    """The trials of ``search`` the store holds, within its budget, in trial order, and
+    the confirmation of its best at the final length."""
+    return SearchResult(
+        search,
+        scored_trials(store, search, search.key),
+        scored_trials(store, search, search.confirm_key),
+    )
+
+
+def scored_trials(store: StoreReads, search: Search, key: str) -> list[TrialResult]:
+    """The trials kept under ``key`` (a search's, or its confirmation's), scored."""
     by_trial: dict[int, list[str]] = {}
-    for trial, _, run_id in store.trial_runs(search.key):
-        if trial < search.tune.trials:
+    for trial, _, run_id in store.trial_runs(key):
+        if trial < search.budget:
             by_trial.setdefault(trial, []).append(run_id)
     mkey = {search.tune.objective: METRICS[search.tune.objective].key_for(search.settings.eval)}
     trials = []
@@ -163,7 +224,7 @@ def search_result(store: StoreReads, search: Search) -> SearchResult:
         seconds = math.fsum(r.training_time or 0.0 for r in records)
         steps = int(first.settings["train"]["steps"]) * len(records)
         trials.append(TrialResult(number, values, first.params, state, value, seconds, steps))
-    return SearchResult(search, trials)
+    return trials
 
 
 def chosen_configs(
@@ -172,7 +233,7 @@ def chosen_configs(
     """(dataset, label) -> the best trial's (lr, schedule parameters), for finished searches."""
     out = {}
     for search in searches(study, engine):
-        best = search_result(store, search).best
+        best = search_result(store, search).chosen
         if best is not None:
             out[search.dataset, search.label] = (best.values["lr"], best.params)
     return out

@@ -40,6 +40,19 @@ class TuneSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     trials: int = Field(16, ge=1, le=MAX_TRIALS, description="configurations per schedule x data")
+    trials_per_parameter: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TRIALS,
+        description="if set, the budget is this many trials per tuned parameter (replaces trials)",
+    )
+    confirm: int = Field(
+        0,
+        ge=0,
+        le=MAX_TRIALS,
+        description="the best trials retrained at the final length on the tuning seeds; the "
+        "best of them is chosen (0: choose at the tuning length)",
+    )
     batch: int = Field(8, ge=1, le=MAX_TRIALS, description="trials asked at once (one fleet)")
     objective: str = Field("eval_loss_heldout_ema", description="a registered metric")
     sampler: Literal["tpe", "random", "qmc"] = "tpe"

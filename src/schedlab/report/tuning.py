@@ -32,10 +32,10 @@ def best_rows(view: StudyView) -> list[list[str]]:
     """One row per search: schedule, dataset, the chosen trial, its configuration and score."""
     rows = []
     for result in view.tuning:
-        best = result.best
+        best = result.chosen
         done = sum(t.state != "pending" for t in result.trials)
         if best is None:
-            state = f"{done} of {result.search.tune.trials} trials scored"
+            state = f"{done} of {result.search.budget} trials scored"
             rows.append([result.search.label, result.search.dataset, "-", state, "-"])
             continue
         rows.append(
@@ -51,26 +51,56 @@ def best_rows(view: StudyView) -> list[list[str]]:
 
 
 def cost_rows(view: StudyView) -> list[list[str]]:
-    """Per schedule, over datasets: trials, runs, optimizer steps and training seconds spent
-    tuning, with the trials that diverged or failed."""
+    """Per schedule, over datasets: tuned parameters, trials, runs, optimizer steps and
+    training seconds spent tuning (confirmation included), with the trials that diverged or
+    failed: the budget actually spent, as the store recorded it."""
     by_label: dict[str, list[SearchResult]] = {}
     for result in view.tuning:
         by_label.setdefault(result.search.label, []).append(result)
     rows = []
     for label, results in by_label.items():
-        trials = [t for r in results for t in r.trials]
+        trials = [t for r in results for t in (*r.trials, *r.confirmed)]
         seeds = len(results[0].search.tune.tune_seeds)
         lost = sum(t.state in ("diverged", "failed") for t in trials)
         rows.append(
             [
                 label,
-                str(len(trials)),
+                str(len(results[0].search.dims)),
+                str(sum(len(r.trials) for r in results)),
+                str(sum(len(r.confirmed) for r in results)),
                 str(len(trials) * seeds),
                 f"{sum(t.steps for t in trials):,}",
                 f"{math.fsum(t.seconds for t in trials):.1f}",
                 str(lost),
             ]
         )
+    return rows
+
+
+def confirm_rows(view: StudyView) -> list[list[str]]:
+    """One row per confirmed trial: its score at the tuning length and at the final length."""
+    rows = []
+    for result in view.tuning:
+        chosen = result.chosen
+        at_final = {t.number: t for t in result.confirmed}
+        digits = METRICS[result.search.tune.objective].digits
+        for trial in result.to_confirm():
+            final = at_final.get(trial.number)
+            rows.append(
+                [
+                    result.search.label,
+                    result.search.dataset,
+                    str(trial.number),
+                    described(trial.values),
+                    fmt(trial.value, digits),
+                    "-"
+                    if final is None
+                    else final.state
+                    if final.state != "done"
+                    else fmt(final.value, digits),
+                    "chosen" if chosen is not None and chosen.number == trial.number else "",
+                ]
+            )
     return rows
 
 
@@ -108,29 +138,66 @@ def tuning_section(view: StudyView) -> str:
     tune = view.tuning[0].search.tune
     objective = METRICS[tune.objective]
     steps = view.tuning[0].search.settings.train.steps
+    budget = (
+        f"the same budget: {tune.trials} configurations"
+        if tune.trials_per_parameter is None
+        else f"a budget that scales with its search space: {tune.trials_per_parameter} "
+        "configurations per tuned parameter (the table of costs gives each schedule's)"
+    )
+    confirmed = (
+        f" The best {tune.confirm} of each search were then trained again at the study's "
+        f"length ({view.tuning[0].search.final_steps:,} steps) on the tuning seeds, and the "
+        "best there was chosen."
+        if tune.confirm
+        else ""
+    )
     intro = (
-        f"<p>Every schedule x dataset had the same budget: {tune.trials} configurations "
+        f"<p>Every schedule x dataset had {budget}, "
         f"asked by Optuna's {esc(tune.sampler)} sampler (seed {tune.seed}) in batches of "
         f"{tune.batch}, each trained for {steps:,} steps on tuning seed(s) "
         f"{esc(', '.join(map(str, tune.tune_seeds)))} and scored by {esc(objective.label)} "
-        f"({objective.direction} is better; a diverged trial scores worst). The best "
-        "configuration was then trained on the study's seeds, which tuning never used: the "
-        "tables above rank those final runs.</p>"
+        f"({objective.direction} is better; a diverged trial scores worst).{confirmed} The "
+        "chosen configuration was then trained on the study's seeds, which tuning never used: "
+        "the tables above rank those final runs.</p>"
     )
     best = table(
         ["schedule", "dataset", "trial", "chosen configuration", f"{objective.title} (tuning)"],
         best_rows(view),
     )
     cost = table(
-        ["schedule", "trials", "runs", "steps", "training s", "diverged or failed"],
+        [
+            "schedule",
+            "tuned parameters",
+            "trials",
+            "confirmed",
+            "runs",
+            "steps",
+            "training s",
+            "diverged or failed",
+        ],
         cost_rows(view),
     )
+    confirmation = ""
+    if tune.confirm:
+        confirmation = "<h3>Confirmed at the final length</h3>" + table(
+            [
+                "schedule",
+                "dataset",
+                "trial",
+                "configuration",
+                f"{objective.title} (tuning length)",
+                "(final length)",
+                "",
+            ],
+            confirm_rows(view),
+        )
     return (
         "<h2>Tuning</h2>"
         + intro
         + "<h3>Chosen configurations</h3>"
         + best
-        + "<h3>Tuning cost per schedule (equal budgets)</h3>"
+        + confirmation
+        + "<h3>Tuning budget spent per schedule (all datasets)</h3>"
         + cost
         + published_section(view)
     )

@@ -97,9 +97,9 @@ class Tuner:
         end = study.user_attrs.get(ROUND_END, 0)
         running = [t for t in trials if t.state == TrialState.RUNNING]
         if not running and len(trials) >= end:  # the last round is over: start the next
-            if len(trials) >= search.tune.trials:
+            if len(trials) >= search.budget:
                 return []
-            end = min(search.tune.trials, len(trials) + search.tune.batch)
+            end = min(search.budget, len(trials) + search.tune.batch)
             study.set_user_attr(ROUND_END, end)
         out = [Trial(study, t._trial_id) for t in running]
         for number in range(len(trials), end):
@@ -152,6 +152,29 @@ class Tuner:
         return told
 
 
+def confirm(
+    driver: Driver, searches: list[Search], executor: Executor, size: int, outcome: StudyOutcome
+) -> None:
+    """Train the best ``[tune] confirm`` trials of every finished search again at the final
+    length, on the tuning seeds (the study's seeds stay unseen), kept under the search's
+    confirmation key by trial number."""
+    wanted = [
+        (search, trial.number, search.runs(trial.values, search.final_steps))
+        for search in searches
+        for trial in search_result(driver.store, search).to_confirm()
+    ]
+    if not wanted:
+        return
+    driver.store.register_trials(
+        (search.confirm_key, number, planned(run))
+        for search, number, runs in wanted
+        for run in runs
+    )
+    driver.train_runs(
+        plan.unique([run for *_, runs in wanted for run in runs]), executor, size, outcome
+    )
+
+
 def tune_study(
     driver: Driver,
     study: StudySpec,
@@ -175,6 +198,7 @@ def tune_study(
         driver.train_runs(runs, executor, size, outcome)
         if not tuner.tell(driver.store, round_trials):
             break  # a trial without a result: leave its round to a later `run`
+    confirm(driver, tuner.searches, executor, size, outcome)
     ranked = planned_runs(study, engine, driver.store)
     driver.register(study, ranked)  # every label: two labels may name one run
     finals = plan.unique(ranked)
@@ -183,8 +207,9 @@ def tune_study(
     trial_runs = {
         run_id
         for search in tuner.searches
-        for trial, _, run_id in driver.store.trial_runs(search.key)
-        if trial < search.tune.trials
+        for key in (search.key, search.confirm_key)
+        for trial, _, run_id in driver.store.trial_runs(key)
+        if trial < search.budget
     }
     every = trial_runs | {run.run_id for run in finals}
     unfinished = sum(driver.store.status(run_id) not in FINISHED for run_id in every)
