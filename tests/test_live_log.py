@@ -1,5 +1,6 @@
 """`schedlab run --log tensorboard:DIR`: each run's curves readable while the study trains."""
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -34,6 +35,15 @@ def mlflow_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     from mlflow.tracking import MlflowClient
 
     if not (folder / "mlflow.db").exists():
+        return {}
+    try:  # the writer has made its schema and experiment (a reader must not race its migration)
+        with sqlite3.connect(folder / "mlflow.db", timeout=30) as c:
+            made = c.execute(
+                "SELECT count(*) FROM experiments WHERE name = ?", ("tiny (live)",)
+            ).fetchone()[0]
+    except sqlite3.OperationalError:  # no table yet
+        return {}
+    if not made:
         return {}
     client = MlflowClient(tracking_uri=f"sqlite:///{folder.resolve() / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny (live)")

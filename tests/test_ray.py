@@ -277,8 +277,10 @@ def test_an_interrupted_local_ray_instance_stops_every_process_it_started():
 
     import psutil
 
+    # A local instance of its own, not the module's cluster (which `ray.init()` would join).
+    env = {**os.environ, "RAY_ADDRESS": "local"}
     out = subprocess.run(
-        [sys.executable, "-c", LOCAL_INSTANCE], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", LOCAL_INSTANCE], capture_output=True, text=True, timeout=120, env=env
     )
     assert out.returncode == 0, out.stderr
     started = [int(pid) for pid in out.stdout.split()]

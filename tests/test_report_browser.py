@@ -46,6 +46,8 @@ def rendered(index: Path, screenshot: Path) -> tuple[list[str], list, str]:
             "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
         )
         text = page.inner_text("body")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        problems += [f"the page is {overflow} px wider than the window"] if overflow > 0 else []
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return problems, images, text

@@ -28,7 +28,8 @@ def tracking_uri(folder: Path) -> str:
 
 
 def client_for(folder: Path, what: str) -> Any:
-    """An MLflow client of the tracking database in ``folder`` (made if missing)."""
+    """An MLflow client of the tracking database in ``folder`` (made if missing, with its
+    schema: a failure there, a full disk say, is one OSError naming the database)."""
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as err:
@@ -36,7 +37,12 @@ def client_for(folder: Path, what: str) -> Any:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its schema migration lines
     logging.getLogger("alembic").setLevel(logging.WARNING)
     folder.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=tracking_uri(folder))
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri(folder))
+        client.search_experiments(max_results=1)  # makes the database and its schema now
+    except Exception as err:
+        raise could_not_write(folder, err) from err
+    return client
 
 
 def could_not_write(folder: Path, err: Exception) -> OSError:

@@ -146,6 +146,8 @@ def load_study_view(
     elif baseline not in labels:
         raise ValueError(f"unknown baseline {baseline!r}; schedules: {', '.join(labels)}")
     records, targets = with_targets(store, spec, records, baseline)
+    stored = {r.run_id for r in records}
+    unstored = {r for _, r in planned.pairs} - stored if planned else set()
     records, labels, aliases = one_label_per_run(records, labels)
     if baseline not in labels:  # asked for by another name of a label's runs
         baseline = next(label for label, others in aliases.items() if baseline in others)
@@ -159,7 +161,7 @@ def load_study_view(
         baseline,
         sample_key(settings),
         targets,
-        not_in_store=len(planned.pairs) - len(records) if planned else 0,
+        not_in_store=len(unstored),
         other_plans=sum(
             not run_ids.issuperset(r for _, r in store.plan_pairs(plan_id))
             for plan_id in store.plans(study)

@@ -29,6 +29,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222;
        line-height: 1.45; padding: 0 1rem; }
 table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; font-size: 0.92rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.7rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { border-bottom: 2px solid #555; }
@@ -66,7 +67,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], row_class: str =
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # A wide table (a column per metric, say) scrolls inside its box; the page keeps its width.
+    table_ = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table_}</div>'
 
 
 def image(path: Path, alt: str) -> str:
