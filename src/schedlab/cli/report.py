@@ -85,7 +85,7 @@ def seeds(
 
     from schedlab.config.study import load_study
     from schedlab.report.data import load_study_view
-    from schedlab.report.verdicts import INCONCLUSIVE, compare_settings, family
+    from schedlab.report.verdicts import INCONCLUSIVE, MIN_SEEDS, compare_settings, family
     from schedlab.store.store import Store, default_path
 
     spec = load_study(study)
@@ -102,8 +102,9 @@ def seeds(
         title=f"study {spec.name}: {metric} against {view.baseline}, margin {result.margin_text}, "
         f"alpha {settings.alpha:g} over {result.size} comparisons, power {settings.power:.0%}"
     )
-    for column in ("schedule", "dataset", "paired seeds", "paired sd", "margin", "verdict"):
+    for column in ("schedule", "dataset", "seeds", "paired sd", "margin"):
         table.add_column(column)
+    table.add_column("verdict", no_wrap=True)
     table.add_column("seeds needed", justify="right")
     undecided = 0
     for c in result.cells:
@@ -121,7 +122,9 @@ def seeds(
             needed,
         )
     out.print(table)
+    seeds = max((c.paired.n for c in result.cells), default=0)
+    few = f" (a verdict needs at least {MIN_SEEDS})" if seeds < MIN_SEEDS else ""
     out.print(
         f"{undecided} of {len(result.cells)} comparisons inconclusive; the study has "
-        f"{max((c.paired.n for c in result.cells), default=0)} paired seeds per cell."
+        f"{seeds} paired seeds per cell{few}."
     )

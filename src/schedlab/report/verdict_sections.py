@@ -34,8 +34,9 @@ def metric_title(metric: str) -> str:
 
 def settle(cell: Cell) -> str:
     """What would settle an inconclusive cell."""
-    if cell.paired.n < MIN_SEEDS and cell.seeds_needed is None:
-        return f"a verdict needs at least {MIN_SEEDS} paired seeds"
+    if cell.paired.n < MIN_SEEDS:
+        more = f"; about {cell.seeds_needed} would settle it" if cell.seeds_needed else ""
+        return f"{cell.paired.n} paired seeds, and a verdict needs at least {MIN_SEEDS}{more}"
     if cell.seeds_needed is None:
         return "more than 100,000 seeds would be needed"
     return f"about {cell.seeds_needed} paired seeds would settle it"
@@ -113,7 +114,8 @@ def family_table(view: StudyView, family: Family) -> str:
 def short(cell: Cell) -> str:
     if cell.verdict == INCONCLUSIVE:
         more = f", ~{cell.seeds_needed} seeds" if cell.seeds_needed else ""
-        return f"inconclusive (p = {pfmt(cell.p_diff)}{more})"
+        few = f"{cell.paired.n} seeds, " if cell.paired.n < MIN_SEEDS else ""
+        return f"inconclusive ({few}p = {pfmt(cell.p_diff)}{more})"
     if cell.verdict == EQUIVALENT:
         return f"equivalent (p = {cell.p_equivalent:.2g})"
     return f"{cell.verdict} (p = {cell.p_diff:.2g})"
