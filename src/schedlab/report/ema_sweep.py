@@ -22,8 +22,8 @@ from schedlab.metrics import METRICS, averaged
 from schedlab.report.data import StudyView
 from schedlab.report.figures import colors, save
 from schedlab.report.html import esc, fmt, image, table
-from schedlab.report.stats import INTERVAL, Paired, paired_comparison, summarize
-from schedlab.report.verdict_sections import pfmt
+from schedlab.report.stats import INTERVAL, paired_comparison, summarize
+from schedlab.report.verdict_sections import difference, pfmt
 from schedlab.report.verdicts import compare_settings, judge
 from schedlab.store.records import RunRecord
 from schedlab.store.store import Store
@@ -176,10 +176,6 @@ def sweep_figure(
 def constant_label(view: StudyView) -> str | None:
     """The label of the study's constant-LR schedule, if it has one."""
     return next((r.label for r in view.records if r.schedule == "constant"), None)
-
-
-def difference(result: Paired) -> str:
-    return f"{result.mean_diff:+.4f} [{fmt(result.ci_low, 4)}, {fmt(result.ci_high, 4)}]"
 
 
 def quality_table(quality: dict[float, Quality], settings: CompareSettings) -> str:

@@ -14,6 +14,8 @@ from schedlab.report.data import StudyView
 from schedlab.report.figures import colors, panels, save
 from schedlab.report.html import esc, fmt, table
 from schedlab.report.stats import INTERVAL, Paired, paired_comparison
+from schedlab.report.verdict_sections import difference, pfmt
+from schedlab.report.verdicts import compare_settings, judge
 from schedlab.trials import SearchResult
 
 # Compared seed by seed between a tuned schedule and its configuration as published.
@@ -207,34 +209,36 @@ def published_section(view: StudyView) -> str:
     pairs = published_pairs(view)
     if not pairs:
         return ""
+    settings = compare_settings(view)
     parts = []
     for metric in PUBLISHED_METRICS:
-        lines = []
-        for tuned, published in dict.fromkeys(
-            (p.tuned, p.published) for p in pairs if p.metric == metric
-        ):
-            index = {
-                p.dataset: p.result
-                for p in pairs
-                if p.metric == metric and p.tuned == tuned and p.published == published
-            }
-            cells = [
-                "-"
-                if index[d].n == 0
-                else f"{index[d].mean_diff:+.4f} [{fmt(index[d].ci_low, 4)}, "
-                f"{fmt(index[d].ci_high, 4)}] p={fmt(index[d].p_value, 2)} n={index[d].n}"
-                for d in view.datasets
+        rows = [p for p in pairs if p.metric == metric and p.result.n]
+        margin = settings.margin(metric)
+        compared = []
+        for p in rows:
+            base = [v for v in view.values(p.published, p.dataset, metric).values() if v == v]
+            compared.append((p.result, margin.of(sum(base) / len(base)) if base else math.nan))
+        judged = judge(compared, settings, METRICS[metric].direction == "lower")
+        lines = [
+            [
+                f"{p.tuned} - {p.published}",
+                p.dataset,
+                difference(p.result),
+                pfmt(p_diff),
+                verdict + (f" (~{needed} seeds)" if needed else ""),
             ]
-            lines.append([f"{tuned} - {published}", *cells])
+            for p, (p_diff, _, verdict, needed) in zip(rows, judged, strict=True)
+        ]
         parts.append(
             f"<h4>{esc(METRICS[metric].label)}</h4>"
-            + table(["tuned - as published", *view.datasets], lines)
+            + table(["tuned - as published", "dataset", "difference", "Holm p", "verdict"], lines)
         )
     return (
         "<h3>Tuned vs as published</h3>"
         "<p>Each tuned schedule minus the same schedule as the study file gives it untuned, "
-        f"on the final seeds both have: mean difference, its {INTERVAL} and the exact "
-        "sign-flip p-value. Negative: tuning helped.</p>" + "".join(parts)
+        f"on the final seeds both have: mean difference with its {INTERVAL}, the paired "
+        "t-test's p Holm-adjusted over the metric's rows, and the verdict (better: tuning "
+        "helped; equivalent: TOST within the [compare] margin).</p>" + "".join(parts)
     )
 
 

@@ -7,7 +7,7 @@ import math
 from schedlab.metrics import METRICS
 from schedlab.report.data import TABLE_METRICS, StudyView
 from schedlab.report.html import esc, fmt, table
-from schedlab.report.stats import INTERVAL
+from schedlab.report.stats import INTERVAL, Paired
 from schedlab.report.verdicts import (
     BETTER,
     EQUIVALENT,
@@ -26,6 +26,11 @@ from schedlab.report.verdicts import (
 def pfmt(p: float) -> str:
     """A p-value to two significant digits ("-" when there is none)."""
     return "-" if not math.isfinite(p) else f"{p:.2g}"
+
+
+def difference(result: Paired) -> str:
+    """A paired difference and its interval: "+0.0123 [0.0045, 0.0201]"."""
+    return f"{result.mean_diff:+.4f} [{fmt(result.ci_low, 4)}, {fmt(result.ci_high, 4)}]"
 
 
 def metric_title(metric: str) -> str:
