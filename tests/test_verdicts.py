@@ -167,6 +167,10 @@ def test_seeds_prints_the_plan_and_writes_nothing(tmp_path):
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before
     bad = runner.invoke(app, ["seeds", str(path), "--store", str(store), "--metric", "nope"])
     assert bad.exit_code == 2 and "unknown metric 'nope'; valid metrics:" in bad.output
+    args = ["seeds", str(path), "--store", str(store), "--metric", "log_density"]
+    unmeasured = runner.invoke(app, args)  # moons has no known density
+    assert unmeasured.exit_code == 2
+    assert "log_density was not measured on any finished run of study tiny" in unmeasured.output
 
 
 def test_profile_errors_match_a_grid_integration_and_the_audit():

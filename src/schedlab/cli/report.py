@@ -98,6 +98,11 @@ def seeds(
         valid = ", ".join(k for k, m in METRICS.items() if m.direction is not None)
         raise ValueError(f"unknown metric {metric!r}; valid metrics: {valid}")
     result = family(view, metric, settings)
+    if not any(c.paired.n for c in result.cells):
+        raise ValueError(
+            f"{metric} was not measured on any finished run of study {spec.name} (paired with "
+            f"{view.baseline}): nothing to plan; give another --metric"
+        )
     table = Table(
         title=f"study {spec.name}: {metric} against {view.baseline}, margin {result.margin_text}, "
         f"alpha {settings.alpha:g} over {result.size} comparisons, power {settings.power:.0%}"
