@@ -106,3 +106,24 @@ def test_run_study_hands_its_progress_lines_to_a_callable(tmp_path):
     assert sorted(lines[1:]) == sorted(
         f"moons/{label}/seed {seed}: done" for label in ("baseline", "step") for seed in (0, 1)
     )
+
+
+def test_a_resumed_study_logs_into_the_mlflow_runs_it_began(tmp_path):
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from schedlab.exports.live import LiveMLflow
+
+    run = SimpleNamespace(run_id="r1", dataset="moons", label="cosine", seed=0)
+    losses = np.linspace(1.0, 0.5, 100)
+    for first, last in ((0, 60), (50, 100)):  # killed after step 60, resumed from step 50
+        live = LiveMLflow(tmp_path, "tiny")
+        live(run, first, losses[first:last], np.full(last - first, 1e-3))
+        live.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny (live)")
+    (found,) = client.search_runs([experiment.experiment_id])
+    assert found.info.status == "FINISHED" and found.info.run_name == "moons/cosine/seed-0"
+    steps = sorted(m.step for m in client.get_metric_history(found.info.run_id, "train/loss"))
+    assert sorted(set(steps)) == list(range(1, 101))  # 51-60 logged twice

@@ -5,7 +5,9 @@ the TensorBoard export gives it (``<dataset>/<label>/seed-<k>``) and the same sc
 write flushed, so `tensorboard --logdir DIR` (or its reader) sees a study as it trains.
 ``mlflow``: one MLflow run per run in the experiment "<study> (live)" of ``DIR/mlflow.db``
 (the export's experiment stays "<study>"), written by a thread of its own so that MLflow's
-database never holds training up; its runs end when the study does.
+database never holds training up; its runs end when the study does. A study interrupted and run
+again logs each resumed run into the MLflow run it began (steps between its last checkpoint
+and the interrupt are logged twice, as in TensorBoard).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class LiveMLflow:
     threads), through a queue that one writer thread empties."""
 
     def __init__(self, folder: Path, study: str) -> None:
-        from schedlab.exports.to_mlflow import client_for, could_not_write, experiment_of
+        from schedlab.exports.to_mlflow import RUN_TAG, client_for, could_not_write, experiment_of
 
         self.folder, self.client = folder, client_for(folder, "--log mlflow")
         try:
@@ -88,7 +90,15 @@ class LiveMLflow:
         except Exception as err:
             raise could_not_write(folder, err) from err
         self.runs: dict[str, str] = {}  # schedlab run id -> MLflow run id
+        try:  # runs an interrupted study began: a resumed run goes on logging into its own
+            for found in self.client.search_runs([self.experiment], max_results=50_000):
+                run_id = found.data.tags.get(RUN_TAG)
+                if run_id is not None:
+                    self.runs.setdefault(run_id, found.info.run_id)
+        except Exception as err:
+            raise could_not_write(folder, err) from err
         self.told: queue.Queue[tuple[RunSpec, int, np.ndarray, np.ndarray] | None] = queue.Queue()
+        self.opened: set[str] = set()  # MLflow runs this study logged into
         self.failed: Exception | None = None
         self.writer = threading.Thread(target=self.write, name="schedlab-mlflow", daemon=True)
         self.writer.start()
@@ -112,6 +122,9 @@ class LiveMLflow:
                         self.experiment, run_name=run_name(run), tags={RUN_TAG: run.run_id}
                     )
                     mlflow_id = self.runs[run.run_id] = created.info.run_id
+                elif mlflow_id not in self.opened:
+                    self.client.update_run(mlflow_id, status="RUNNING")
+                self.opened.add(mlflow_id)
                 now = int(time.time() * 1000)
                 metrics = []
                 for step, (loss, lr) in enumerate(zip(losses, lrs, strict=True), start=first + 1):
@@ -131,7 +144,7 @@ class LiveMLflow:
         try:
             if self.failed is not None:
                 raise self.failed
-            for mlflow_id in self.runs.values():
+            for mlflow_id in self.opened:
                 self.client.set_terminated(mlflow_id)
         except Exception as err:
             raise could_not_write(self.folder, err) from err
