@@ -393,3 +393,8 @@ def test_budgets_scale_with_the_space_and_the_best_are_confirmed_at_the_final_le
     page = (report / "index.html").read_text()
     assert "Confirmed at the final length" in page
     assert "2 configurations per tuned parameter" in page
+    exported = runner.invoke(app, ["export", str(study_file), "--store", str(path), "--out", "-"])
+    phases = [row["phase"] for row in csv.DictReader(io.StringIO(exported.stdout))]
+    # 2 datasets x (cosine 2 + step 6 trials, 2 confirmed each), one tuning seed; 12 finals
+    assert phases.count("confirm") == 2 * 2 * 2 and phases.count("tune") == 2 * 8
+    assert phases.count("final") == 12

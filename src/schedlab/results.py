@@ -41,8 +41,9 @@ def plan_records(
 
 
 def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]:
-    """One row per planned run (phase "final"), then one per tuning trial run (phase "tune"):
-    identity, status, every metric, the flattened settings."""
+    """One row per planned run (phase "final"), then one per tuning trial run (phase "tune",
+    or "confirm" for a trial retrained at the final length): identity, status, every metric,
+    the flattened settings."""
     from schedlab.config.study import default_baseline
     from schedlab.report.data import with_targets
     from schedlab.trials import search_result, searches
@@ -55,16 +56,17 @@ def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]
     chosen: dict[tuple[str, str], int] = {}
     trial_rows = []
     for search in searches(spec, engine):
-        best = search_result(db, search).best
+        best = search_result(db, search).chosen
         if best is not None:
             chosen[search.dataset, search.label] = best.number
-        trials = {run_id: trial for trial, _, run_id in db.trial_runs(search.key)}
-        pairs = [(search.label, run_id) for run_id in trials]
-        for record in db.records_for(pairs, {search.tune.objective: objective_key(spec)}):
-            trial_rows.append(
-                row_of(spec, record.dataset, record.label, record.seed, record.status, record)
-                | {"phase": "tune", "trial": trials[record.run_id], "target_loss": None}
-            )
+        for phase, key in (("tune", search.key), ("confirm", search.confirm_key)):
+            trials = {run_id: trial for trial, _, run_id in db.trial_runs(key)}
+            pairs = [(search.label, run_id) for run_id in trials]
+            for record in db.records_for(pairs, {search.tune.objective: objective_key(spec)}):
+                trial_rows.append(
+                    row_of(spec, record.dataset, record.label, record.seed, record.status, record)
+                    | {"phase": phase, "trial": trials[record.run_id], "target_loss": None}
+                )
     rows = []
     for label, dataset, seed, state, planned_record in planned:
         record = planned_record and by_run[(planned_record.label, planned_record.run_id)]
