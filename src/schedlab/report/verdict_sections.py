@@ -60,18 +60,19 @@ def verdict_text(cell: Cell) -> str:
     return f"inconclusive: {diff}, Holm p = {pfmt(cell.p_diff)}; {settle(cell)}"
 
 
-def recommendation_row(rec: Recommendation, baseline: str, digits: int) -> list[str]:
+def recommendation_row(rec: Recommendation, view: StudyView, digits: int) -> list[str]:
     failed = f" ({rec.failures} failed seeds counted)" if rec.failures else ""
     mean = fmt(rec.mean, digits) + failed
     if rec.cell is not None:
-        return [rec.dataset, rec.schedule, mean, verdict_text(rec.cell)]
+        return [rec.dataset, view.display(rec.schedule), mean, verdict_text(rec.cell)]
     counts: dict[str, int] = {}
     for cell in rec.baseline_cells:
         counts[cell.verdict] = counts.get(cell.verdict, 0) + 1
     others = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no other schedule"
+    name = view.display(view.baseline)
     return [
         rec.dataset,
-        f"{baseline} (the baseline)",
+        name if view.baseline == "baseline" else f"{name}, the baseline",
         mean,
         f"best by mean; the others against it: {others}",
     ]
@@ -87,7 +88,7 @@ def verdict_section(view: StudyView, families: dict[str, Family], primary: str) 
     direction = "lower" if lower_is_better(primary) else "higher"
     recs = recommendations(view, family)
     digits = TABLE_METRICS.get(primary, ("", 4))[1]
-    rows = [recommendation_row(r, view.baseline, digits) for r in recs]
+    rows = [recommendation_row(r, view, digits) for r in recs]
     return (
         '<h2 id="verdict">Verdict</h2>'
         f"<p>Primary metric: <b>{esc(metric_title(primary))}</b> ({direction} is better). Per "
