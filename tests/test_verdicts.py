@@ -141,7 +141,7 @@ def test_compare_settings_are_checked_and_never_change_the_plan(tmp_path):
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             parse_study(text + f"\n[compare]\n{bad}\n", "s.toml")
     edited = parse_study(text + '\n[compare]\nmargins = { kl_divergence = "5%" }\n', "s.toml")
-    assert compare_settings_of(edited) == 0.05
+    assert edited.compare.margin("kl_divergence").value == 0.05
     store = tmp_path / "s.sqlite"
     for source in (text, text + "\n[compare]\nalpha = 0.01\n"):
         path = tmp_path / "s.toml"
@@ -149,10 +149,6 @@ def test_compare_settings_are_checked_and_never_change_the_plan(tmp_path):
         assert runner.invoke(app, ["run", str(path), "--store", str(store)]).exit_code == 0
     with Store(store, create=False, read_only=True) as db:
         assert len(db.plans("tiny")) == 1  # the edit registered no second plan
-
-
-def compare_settings_of(spec):
-    return spec.compare.margin("kl_divergence").value
 
 
 def test_seeds_prints_the_plan_and_writes_nothing(tmp_path):

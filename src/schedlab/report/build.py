@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from schedlab.report.tables import (
     markdown,
     paper_rows,
     profiles_by_metric,
-    ranks_and_profile,
+    ranking_metric,
     ranks_by_metric,
     summary_rows,
     unranked,
@@ -60,7 +61,10 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
     settings = compare_settings(view)
     compared = families(view, settings)
     write_paired_csv(view, compared, out_dir / "paired.csv")
-    ranked_by, ranks, profile = ranks_and_profile(view, rows)
+    # Ranks and profiles under every metric, once; the headline uses the ranking metric's.
+    ranked_by = ranking_metric(rows)
+    by_metric = ranks_by_metric(view.labels, rows, failures_by_cell(view), unranked(view))
+    profiles = profiles_by_metric(view, rows)
     figures = {name: draw(view, store, out_dir) for name, draw in FIGURES.items()}
     if view.tuning:
         figures["sensitivity"] = sensitivity_figure(view, out_dir)
@@ -73,11 +77,11 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
         tuning_section(view),
         html.ranking_section(
             ranked_by,
-            ranks,
-            profile,
+            by_metric.get(ranked_by, dict.fromkeys(view.labels, math.nan)),
+            profiles.get(ranked_by, {}),
             ranks_with_intervals(view, ranked_by),
-            ranks_by_metric(view.labels, rows, failures_by_cell(view), unranked(view)),
-            profiles_by_metric(view, rows),
+            by_metric,
+            profiles,
         ),
         html.time_to_target_section(view, rows),
         html.metric_sections(view, rows),

@@ -58,18 +58,6 @@ def ranking_metric(rows: list[SummaryRow]) -> str:
     return "kl_divergence" if measured else "eval_loss_heldout_ema"
 
 
-def ranks_and_profile(
-    view: StudyView, rows: list[SummaryRow]
-) -> tuple[str, dict[str, float], dict[str, list[float]]]:
-    """(the metric ranked by, mean rank per schedule, the performance profile of its gap to
-    the floor)."""
-    metric = ranking_metric(rows)
-    ranks = ranks_by_metric(view.labels, rows, failures_by_cell(view), unranked(view)).get(
-        metric, {label: math.nan for label in view.labels}
-    )
-    return metric, ranks, profiles_by_metric(view, rows).get(metric, {})
-
-
 def profile_gap(view: StudyView, metric: str, dataset: str, mean: float) -> float:
     """What a performance profile takes ratios of (positive, lower is better), or NaN.
 
@@ -96,8 +84,9 @@ def profiles_by_metric(
     shown metric that can be scored (``profile_gap``)."""
     out = {}
     failed = failures_by_cell(view)
+    skip = unranked(view)
     for metric in shown_metrics(rows):
-        if metric in unranked(view):
+        if metric in skip:
             continue
         gaps: dict[str, dict[str, float]] = {label: {} for label in view.labels}
         for row in rows:
@@ -128,9 +117,11 @@ def ranks_by_metric(
         sign = 1.0 if direction == "lower" else -1.0
         scores: dict[str, dict[str, float]] = {label: {} for label in labels}
         for row in rows:
-            if row.metric == metric and (row.schedule, row.dataset) in failed:
+            if row.metric != metric:
+                continue
+            if (row.schedule, row.dataset) in failed:
                 scores[row.schedule][row.dataset] = math.inf
-            elif row.metric == metric and row.n:
+            elif row.n:
                 scores[row.schedule][row.dataset] = sign * row.mean
         out[metric] = mean_ranks(scores)
     return out
