@@ -180,11 +180,12 @@ def migrated(tmp_path, schema):
     assert result.exit_code == 0, result.output
     assert "4 runs planned, 4 already finished; this run: nothing" in result.stderr
     con = sqlite3.connect(store)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("7",)
     assert con.execute("SELECT count(*) FROM trials").fetchone() == (0,)  # schema 4's table
     assert con.execute("SELECT count(*) FROM checkpoints").fetchone() == (0,)  # schema 5
     assert con.execute("SELECT count(*) FROM snapshots").fetchone() == (0,)  # schema 6
     assert con.execute("SELECT count(*) FROM ema_sweep").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM branch_points").fetchone() == (0,)  # schema 7
     con.close()
     return store, study
 

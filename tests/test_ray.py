@@ -110,6 +110,48 @@ def test_a_study_on_two_nodes_equals_the_local_executors(cluster, tmp_path):
     assert {(status, attempts) for _, status, attempts in on_ray[3]} == {("done", 1)}
 
 
+BUDGETS = """name = "budgets"
+datasets = ["moons", "line"]
+seeds = 2
+[budgets]
+steps = [30, 60]
+[data]
+n = 1200
+[train]
+batch_size = 100
+emb_size = 8
+hidden_size = 16
+hidden_layers = 1
+[eval]
+samples = 120
+heldout = 200
+[[schedules]]
+name = "cosine"
+[[schedules]]
+name = "constant"
+[[schedules]]
+name = "wsd"
+label = "cooldown"
+branch = { from = "constant", cooldown = 0.2, shape = "1-sqrt" }
+"""
+
+
+def test_a_budgets_study_on_two_nodes_equals_the_local_executors(cluster, tmp_path):
+    study = parse_study(BUDGETS, "budgets.toml")
+    with Store(tmp_path / "local.sqlite") as db:
+        run_study(study, db, fleet_size=2)
+    with Store(tmp_path / "ray.sqlite") as db:
+        outcome = run_study_on_ray(study, db, fleet_size=2)
+        starts = db.conn.execute(
+            "SELECT b.step, r.resumed_from FROM branches b JOIN runs r USING (run_id)"
+        ).fetchall()
+    assert outcome.outcomes == {"done": 2 * 2 * 6}
+    local, on_ray = stored(tmp_path / "local.sqlite"), stored(tmp_path / "ray.sqlite")
+    assert on_ray == local  # every metric, curve and weight, bit for bit
+    # The branches started from the trunk's checkpoints, sent by its task to the driver.
+    assert len(starts) == 2 * 2 * 3 and all(step == start for step, start in starts)
+
+
 def test_a_tuned_study_on_the_cluster_asks_and_chooses_what_a_local_one_does(cluster, tmp_path):
     text = (Path(__file__).parent / "fixtures" / "tiny_tuned.toml").read_text()
     study = parse_study(text.replace('["moons", "line"]', '["moons"]'), "t.toml")

@@ -11,6 +11,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -19,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from schedlab import data
+from schedlab.config.budgets import branch_step as cooldown_start
+from schedlab.config.budgets import budget_label
 from schedlab.config.engines import Engine, engine_for
-from schedlab.config.settings import Settings
+from schedlab.config.entries import ScheduleEntry
+from schedlab.config.settings import PosthocSettings, Settings
 from schedlab.config.study import StudySpec, model_spec
 from schedlab.model.registry import ModelSpec
 from schedlab.schedules.registry import ScheduleSpec, resolve
@@ -28,6 +32,14 @@ from schedlab.schedules.registry import ScheduleSpec, resolve
 # Bump when a change alters the numbers a run produces: old results then get new ids.
 # 2: fleets pad every member to 64-byte boundaries (position-independent round-off).
 NUMERIC_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Where a run starts: its trunk's checkpoint at ``step``."""
+
+    parent: str  # the trunk's run id
+    step: int
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,15 @@ class RunSpec:
     # The metrics to measure when it is trained (not part of its identity); empty: every one
     # enabled. A tuning trial measures only its objective.
     metrics: tuple[str, ...] = ()
+    # A branch starts from its trunk's checkpoint (part of its identity; the numbers are those
+    # of the same schedule trained straight through).
+    branch: Branch | None = None
+    # A trunk keeps its checkpoints at these steps until its branches have committed.
+    keep_at: tuple[int, ...] = ()
+
+    @property
+    def budget(self) -> int:
+        return self.settings.train.steps
 
     @property
     def dim(self) -> int:
@@ -77,6 +98,7 @@ class RunSpec:
             # Post-hoc EMA's snapshots are part of what training leaves (absent when off).
             **({"posthoc": posthoc.model_dump(mode="json")} if posthoc.posthoc else {}),
             # A user schedule's module source (absent for schedlab's own: their ids stay).
+            **({"branch": dataclasses.asdict(self.branch)} if self.branch is not None else {}),
             **({"schedule_source": source} if source is not None else {}),
             "dataset": self.dataset,
             "dim": self.dim,
@@ -111,7 +133,10 @@ def expand(
     """The grid, datasets x schedules x seeds, in file order; ``engine`` as asked for.
 
     A schedule the study tunes runs with its configuration ``chosen`` for (dataset, label),
-    and is left out where none is chosen yet (its tuning is not finished)."""
+    and is left out where none is chosen yet (its tuning is not finished). A study with
+    [budgets] has a run per budget (``expand_budgets``)."""
+    if study.budgets is not None:
+        return expand_budgets(study, engine)
     out = []
     tuned = {entry.display for entry in study.tuned_entries()}
     for dataset in study.datasets:
@@ -131,6 +156,109 @@ def expand(
             for seed in study.seed_list:
                 out.append(RunSpec(dataset, spec, entry.display, seed, settings, runs_on))
     return out
+
+
+def expand_budgets(study: StudySpec, engine: str = "fleet") -> list[RunSpec]:
+    """A budgets study's grid: each ordinary schedule once per budget, labelled "label @
+    budget"; a trunk once, to the largest budget, keeping its checkpoints at every branch step
+    and budget; at each smaller budget, the trunk as it was then (a branch that trains no step);
+    each branch entry at each budget, from the trunk's checkpoint at its branch step."""
+    assert study.budgets is not None
+    budgets = study.budgets.steps
+    trunks = study.trunks()
+    by_label = {entry.display: entry for entry in study.schedules}
+    out = []
+    for dataset in study.datasets:
+        for entry in study.schedules:
+            for seed in study.seed_list:
+                if entry.branch is not None:
+                    trunk_entry = by_label[entry.branch.trunk]
+                    branches = trunks[trunk_entry.display]
+                    trunk = trunk_run(study, trunk_entry, branches, dataset, seed)
+                    out += [cooldown(entry, trunk, budget, engine) for budget in budgets]
+                elif entry.display in trunks:
+                    trunk = trunk_run(study, entry, trunks[entry.display], dataset, seed, engine)
+                    out += [as_of(entry, trunk, budget) for budget in budgets[:-1]] + [trunk]
+                else:
+                    out += [
+                        at_budget(study, entry, dataset, seed, budget, engine) for budget in budgets
+                    ]
+    return out
+
+
+def with_steps(settings: Settings, steps: int, posthoc: bool = True) -> Settings:
+    """``settings`` with a run length of ``steps`` (and no post-hoc tracking unless
+    ``posthoc``: a branch or a trunk's earlier state tracks none)."""
+    update: dict[str, Any] = {"train": settings.train.model_copy(update={"steps": steps})}
+    if not posthoc:
+        update["ema"] = PosthocSettings()
+    return settings.model_copy(update=update)
+
+
+def at_budget(
+    study: StudySpec, entry: ScheduleEntry, dataset: str, seed: int, budget: int, engine: str
+) -> RunSpec:
+    spec = resolve(entry.name, entry.params, budget)
+    settings = with_steps(study.settings_for(entry), budget)
+    label = budget_label(entry.display, budget)
+    return RunSpec(dataset, spec, label, seed, settings, engine_for(engine, spec))
+
+
+def trunk_run(
+    study: StudySpec,
+    entry: ScheduleEntry,
+    branches: list[ScheduleEntry],
+    dataset: str,
+    seed: int,
+    engine: str = "fleet",
+) -> RunSpec:
+    """The trunk at the largest budget, keeping its checkpoints where anything branches."""
+    assert study.budgets is not None
+    run = at_budget(study, entry, dataset, seed, study.budgets.largest, engine)
+    warmup = run.schedule.warmup_steps
+    keep = set(study.budgets.steps[:-1])
+    for branch in branches:
+        assert branch.branch is not None
+        keep |= {cooldown_start(b, branch.branch.cooldown, warmup) for b in study.budgets.steps}
+    return dataclasses.replace(run, keep_at=tuple(sorted(keep)))
+
+
+def as_of(entry: ScheduleEntry, trunk: RunSpec, budget: int) -> RunSpec:
+    """The trunk as it was at ``budget`` steps: its checkpoint there, measured (no step left)."""
+    spec = resolve(trunk.schedule.name, trunk.schedule.params, budget)
+    return RunSpec(
+        trunk.dataset,
+        spec,
+        budget_label(entry.display, budget),
+        trunk.seed,
+        with_steps(trunk.settings, budget, posthoc=False),
+        trunk.engine,
+        branch=Branch(trunk.run_id, budget),
+    )
+
+
+def cooldown(entry: ScheduleEntry, trunk: RunSpec, budget: int, engine: str) -> RunSpec:
+    """A branch entry at ``budget``: wsd with the trunk's LR and warm-up, from the trunk's
+    checkpoint where wsd stops being flat."""
+    assert entry.branch is not None
+    warmup = {k: v for k, v in trunk.schedule.params.items() if k.startswith("warmup_")}
+    params = {
+        "decay_fraction": entry.branch.cooldown,
+        "decay_shape": entry.branch.shape,
+        "end_factor": 0.0,
+        **warmup,
+    }
+    spec = resolve("wsd", params, budget)
+    step = cooldown_start(budget, entry.branch.cooldown, spec.warmup_steps)
+    return RunSpec(
+        trunk.dataset,
+        spec,
+        budget_label(entry.display, budget),
+        trunk.seed,
+        with_steps(trunk.settings, budget, posthoc=False),
+        engine_for(engine, spec),
+        branch=Branch(trunk.run_id, step),
+    )
 
 
 def unique(runs: list[RunSpec]) -> list[RunSpec]:

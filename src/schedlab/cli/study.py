@@ -28,6 +28,7 @@ from schedlab.cli.options import (
     ThreadsOption,
 )
 from schedlab.cli.progress import progress_display
+from schedlab.config.budgets import budget_label
 from schedlab.results import plan_records
 from schedlab.store.status import COLOURS, RunStatus
 from schedlab.store.store import Store, default_path
@@ -71,12 +72,15 @@ def status_table(study: StudySpec, store: Store, engine: str) -> Table:
     table.add_column("schedule", style="bold")
     for dataset in study.datasets:
         table.add_column(dataset)
-    for entry in study.schedules:
+    labels = [entry.display for entry in study.schedules]
+    if study.budgets is not None:
+        labels = [budget_label(label, b) for label in labels for b in study.budgets.steps]
+    for label in labels:
         cells = []
         for dataset in study.datasets:
-            c = counts.get((entry.display, dataset), Counter())
+            c = counts.get((label, dataset), Counter())
             cells.append(" ".join(f"[{COLOURS[s]}]{n} {s}[/]" for s, n in sorted(c.items())))
-        table.add_row(entry.display, *cells)
+        table.add_row(label, *cells)
     return table
 
 
@@ -154,7 +158,7 @@ def run(
     # and checkpoint; a second signal, or one outside training, stops at once.
     with (
         Store(path) as db,
-        progress_display(spec.train.steps, executor == "local") as shown,
+        progress_display(max(spec.lengths), executor == "local") as shown,
         stopping.stopping_on_signals(),
         contextlib.closing(live) if live is not None else contextlib.nullcontext(),
     ):

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schedlab.config.budgets import BranchSettings
 from schedlab.config.tune import SpaceOverride
 from schedlab.schedules import registry
 
@@ -20,6 +21,8 @@ class ScheduleEntry(BaseModel):
     # With a [tune] section: true (tuned over the default space), ranges that override it,
     # or false (trained as given: the as-published configuration).
     tune: SpaceOverride | bool = True
+    # A cooldown branch from a constant-LR trunk at every budget ([budgets]); it trains `wsd`.
+    branch: BranchSettings | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schedlab import data, usercode
+from schedlab.config.budgets import BudgetSettings, branch_step
 from schedlab.config.compare import CompareSettings
 from schedlab.config.entries import ScheduleEntry
 from schedlab.config.errors import first_error
@@ -68,6 +69,7 @@ class StudySpec(BaseModel):
         return {**value, "model": model, "train": train}
 
     tune: TuneSettings | None = None
+    budgets: BudgetSettings | None = None
     schedules: list[ScheduleEntry] = Field(min_length=1)
 
     @field_validator("datasets")
@@ -133,8 +135,66 @@ class StudySpec(BaseModel):
         if duplicate:
             raise ValueError(f"schedule label {duplicate!r} is used twice; give each a label")
         for entry in self.schedules:
-            registry.resolve(entry.name, entry.params, self.train.steps)
+            for steps in self.lengths:
+                registry.resolve(entry.name, entry.params, steps)
         return self
+
+    @model_validator(mode="after")
+    def _valid_budgets(self) -> StudySpec:
+        branches = [e for e in self.schedules if e.branch is not None]
+        if self.budgets is None:
+            if branches:
+                raise ValueError(
+                    f"schedule {branches[0].display!r} branches from a trunk, which needs "
+                    "[budgets] steps = [...]"
+                )
+            return self
+        if "steps" in self.train.model_fields_set:
+            raise ValueError("[budgets] sets every run's steps: leave steps out of [train]")
+        if self.tune is not None:
+            raise ValueError("a study with [budgets] cannot have [tune] (not built yet)")
+        labels = {e.display: e for e in self.schedules}
+        for entry in branches:
+            assert entry.branch is not None
+            if entry.name != "wsd" or entry.params:
+                raise ValueError(
+                    f"schedule {entry.display!r} is a branch: it trains wsd with the cooldown "
+                    'and shape under branch; write name = "wsd" and no params'
+                )
+            trunk = labels.get(entry.branch.trunk)
+            if trunk is None or trunk.branch is not None:
+                trunks = [e.display for e in self.schedules if e.branch is None]
+                raise ValueError(
+                    f"schedule {entry.display!r} branches from {entry.branch.trunk!r}, not a "
+                    f"schedule of this study; schedules: {', '.join(trunks)}"
+                )
+            if trunk.name != "constant":
+                raise ValueError(
+                    f"schedule {entry.display!r} branches from {trunk.display!r}, a "
+                    f"{trunk.name} schedule; a trunk must be constant (its LR flat after any "
+                    "warm-up)"
+                )
+            warmup = registry.resolve(trunk.name, trunk.params).warmup_steps
+            for budget in self.budgets.steps:
+                if branch_step(budget, entry.branch.cooldown, warmup) <= warmup:
+                    raise ValueError(
+                        f"schedule {entry.display!r}: a cooldown of {entry.branch.cooldown:g} "
+                        f"of {budget} steps leaves no flat step after the warm-up to branch at"
+                    )
+        return self
+
+    @property
+    def lengths(self) -> list[int]:
+        """The training lengths of the study's runs: its budgets, else [train] steps."""
+        return self.budgets.steps if self.budgets is not None else [self.train.steps]
+
+    def trunks(self) -> dict[str, list[ScheduleEntry]]:
+        """Each trunk's label -> the branch entries from it."""
+        out: dict[str, list[ScheduleEntry]] = {}
+        for entry in self.schedules:
+            if entry.branch is not None:
+                out.setdefault(entry.branch.trunk, []).append(entry)
+        return out
 
     @model_validator(mode="after")
     def _valid_tuning(self) -> StudySpec:

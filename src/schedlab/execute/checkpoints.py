@@ -41,17 +41,22 @@ class StoreCheckpoints:
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
 
     def stored(self, run: RunSpec) -> Checkpoint | None:
-        """The run's latest stored checkpoint with its post-hoc EMA snapshots so far."""
+        """The run's latest stored checkpoint with its post-hoc EMA snapshots so far; for a
+        branch with none of its own, its trunk's checkpoint at the branch step (if kept)."""
         state = self.store.checkpoint_state(run.run_id)
         if state is None:
-            return None
+            return branch_point(self.store, run)
         checkpoint = Checkpoint.from_bytes(state)
         snapshots = tuple(self.store.snapshots(run.run_id, checkpoint.step))
         return dataclasses.replace(checkpoint, snapshots=snapshots)
 
     def save(self, run_id: str, checkpoint: Checkpoint) -> None:
         self.store.save_checkpoint(
-            run_id, checkpoint.step, checkpoint.to_bytes(), checkpoint.snapshots
+            run_id,
+            checkpoint.step,
+            checkpoint.to_bytes(),
+            checkpoint.snapshots,
+            checkpoint.training_time,
         )
 
     def for_fleet(self, fleet: list[RunSpec]) -> tuple[Checkpoints, str | None]:
@@ -60,7 +65,22 @@ class StoreCheckpoints:
         def save(k: int, checkpoint: Checkpoint) -> None:
             self.save(fleet[k].run_id, checkpoint)
 
-        return Checkpoints(resume, save, self.policy), note
+        return Checkpoints(resume, save, keeping(self.policy, fleet)), note
+
+
+def branch_point(store: Store, run: RunSpec) -> Checkpoint | None:
+    """A branch's start: its trunk's checkpoint at the branch step, if the store keeps it (the
+    trunk's post-hoc EMAs are not the branch's: it tracks none)."""
+    if run.branch is None:
+        return None
+    state = store.branch_point(run.branch.parent, run.branch.step)
+    return Checkpoint.from_bytes(state) if state is not None else None
+
+
+def keeping(policy: CheckpointPolicy, fleet: list[RunSpec]) -> CheckpointPolicy:
+    """``policy``, also saving at every step a member keeps its checkpoint at for branches."""
+    steps = frozenset(step for run in fleet for step in run.keep_at)
+    return dataclasses.replace(policy, at_steps=policy.at_steps | steps) if steps else policy
 
 
 @dataclass
@@ -78,7 +98,7 @@ class HandedCheckpoints:
         def save(k: int, checkpoint: Checkpoint) -> None:
             self.send(fleet[k].run_id, checkpoint)
 
-        return Checkpoints(resume, save, self.policy), note
+        return Checkpoints(resume, save, keeping(self.policy, fleet)), note
 
 
 def by_step(fleet: list[RunSpec], latest: dict[str, Checkpoint]) -> list[list[RunSpec]]:

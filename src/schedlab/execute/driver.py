@@ -117,6 +117,9 @@ class Driver:
         # [compare] shapes the report only: editing it registers no new plan.
         spec = study.model_dump(mode="json", exclude={"compare"})
         self.store.register_plan(study.name, spec, map(planned, runs))
+        branches = [(r.run_id, r.branch.parent, r.branch.step) for r in runs if r.branch]
+        if branches:
+            self.store.register_branches(branches)
 
     def run_study(
         self,
@@ -171,7 +174,7 @@ class Driver:
         with Heartbeat(self.store, self.owner, self.lease_s):
             while True:
                 todo = self._claimable(runs, tried)
-                starts = self.store.checkpoint_steps(r.run_id for r in todo)
+                starts = self._starts(todo)
                 fleets = plan.fleets(todo, executor.fleet_size(len(todo), size), starts)
                 if todo and self._train(fleets, executor, tried, outcome, len(runs)):
                     continue
@@ -181,11 +184,40 @@ class Driver:
                     break
 
     def _claimable(self, runs: list[RunSpec], tried: set[str]) -> list[RunSpec]:
+        """Runs to claim now: not finished nor held by a live driver, not failed here, and (a
+        branch) not waiting for its trunk to reach the branch step."""
         self._expire_dead_owners()
         claimable = (RunStatus.PENDING, RunStatus.STALE, RunStatus.FAILED)
         return [
-            r for r in runs if r.run_id not in tried and self.store.status(r.run_id) in claimable
+            r
+            for r in runs
+            if r.run_id not in tried
+            and self.store.status(r.run_id) in claimable
+            and not self._waits(r)
         ]
+
+    def _waits(self, run: RunSpec) -> bool:
+        """A branch waits while its trunk may still save the checkpoint it starts from. Once
+        the trunk has finished or failed without one, the branch trains from step 0: the same
+        numbers (before the branch step, its LR is the trunk's), more steps."""
+        if run.branch is None or self.store.checkpoint_steps([run.run_id]):
+            return False
+        if self.store.branch_point_saved(run.branch.parent, run.branch.step):
+            return False
+        return self.store.status(run.branch.parent) not in (*FINISHED, RunStatus.FAILED)
+
+    def _starts(self, runs: list[RunSpec]) -> dict[str, int]:
+        """run id -> the step it resumes at: its own checkpoint's, else a branch's start."""
+        starts = self.store.checkpoint_steps(r.run_id for r in runs)
+        for run in runs:
+            branch = run.branch
+            if (
+                branch is not None
+                and run.run_id not in starts
+                and self.store.branch_point_saved(branch.parent, branch.step)
+            ):
+                starts[run.run_id] = branch.step
+        return starts
 
     def _expire_dead_owners(self) -> None:
         for run_id, owner, _ in self.store.running():
@@ -292,10 +324,10 @@ def check_user_schedules(study: StudySpec) -> None:
     from schedlab.schedules.curves import check_user_schedule
     from schedlab.schedules.registry import lookup, resolve
 
-    steps = study.train.steps
     for entry in study.schedules:
         if lookup(entry.name).open_params:
-            check_user_schedule(resolve(entry.name, entry.params, steps), steps)
+            for steps in study.lengths:
+                check_user_schedule(resolve(entry.name, entry.params, steps), steps)
 
 
 def check_workloads(study: StudySpec) -> None:

@@ -66,31 +66,33 @@ class FleetResult:
 
 class CheckpointBox:
     """An actor on the driver's node: each run's latest checkpoint sent by a fleet task (a
-    retried task resumes from it), and which of them the driver has not stored yet."""
+    retried task resumes from it), and every one the driver has not stored yet (a trunk's
+    checkpoint at a branch step must reach the store even when a later one follows it)."""
 
     def __init__(self) -> None:
         self.latest: dict[str, Checkpoint] = {}
-        self.unstored: set[str] = set()
+        self.unstored: dict[str, list[Checkpoint]] = {}
 
     def put(self, run_id: str, checkpoint: Checkpoint) -> None:
         held = self.latest.get(run_id)
         if held is None or checkpoint.step >= held.step:  # a lost attempt's late word is older
             self.latest[run_id] = checkpoint
-            self.unstored.add(run_id)
+            self.unstored.setdefault(run_id, []).append(checkpoint)
 
     def get(self, run_ids: list[str]) -> dict[str, Checkpoint]:
         return {r: self.latest[r] for r in run_ids if r in self.latest}
 
-    def take(self) -> dict[str, Checkpoint]:
-        """The checkpoints not stored yet (the driver stores them)."""
-        out = {r: self.latest[r] for r in self.unstored}
+    def take(self) -> list[tuple[str, Checkpoint]]:
+        """The checkpoints not stored yet, each run's in the order sent (the driver stores
+        them)."""
+        out = [(r, c) for r, sent in self.unstored.items() for c in sent]
         self.unstored.clear()
         return out
 
     def forget(self, run_ids: list[str]) -> None:
         for run_id in run_ids:
             self.latest.pop(run_id, None)
-            self.unstored.discard(run_id)
+            self.unstored.pop(run_id, None)
 
 
 @dataclass
@@ -199,7 +201,7 @@ class RayExecutor:
         """Store the checkpoints the tasks sent since the last call."""
         if self.checkpoints is None:
             return
-        for run_id, checkpoint in ray.get(self.box.take.remote()).items():
+        for run_id, checkpoint in ray.get(self.box.take.remote()):
             self.checkpoints.save(run_id, checkpoint)
 
     def fleet_size(self, runs: int, largest: int) -> int:

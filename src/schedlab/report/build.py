@@ -9,6 +9,7 @@ from pathlib import Path
 
 from schedlab.files import atomic_dir
 from schedlab.report import html
+from schedlab.report.budgets import budgets_section
 from schedlab.report.data import PlannedStudy, StudyView, load_study_view
 from schedlab.report.ema_sweep import sweep_section
 from schedlab.report.figures import FIGURES
@@ -70,6 +71,7 @@ def write_report(view: StudyView, store: Store, out_dir: Path, compare_paper: bo
         figures["sensitivity"] = sensitivity_figure(view, out_dir)
     sections = [
         verdict_section(view, compared, settings.primary),
+        budgets_section(view, store, compared.get(settings.primary)),
         html.status_section(view),
         html.kl_section(view, rows),
         paired_section(view, compared),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schedlab import data
+from schedlab.config.budgets import budget_label, split_budget_label
 from schedlab.config.settings import EvalSettings, TargetSettings
 from schedlab.config.study import default_baseline
 from schedlab.measure.targets import dataset_targets, with_time_to_target
@@ -38,6 +39,22 @@ class StudyView:
     # label -> the other labels of its very runs (the paper's baseline is cosine): shown once
     aliases: dict[str, list[str]] = field(default_factory=dict)
 
+    @property
+    def budgets(self) -> list[int]:
+        """The study's training budgets (empty: it has none)."""
+        return list((self.spec.get("budgets") or {}).get("steps", []))
+
+    def baseline_for(self, label: str) -> str:
+        """The label ``label`` is compared with: the baseline, at its budget in a budgets study."""
+        budget = split_budget_label(label)[1]
+        if budget is None or not self.budgets:
+            return self.baseline
+        return budget_label(split_budget_label(self.baseline)[0], budget)
+
+    def at_largest_budget(self, label: str) -> bool:
+        """True for every label of a study without budgets."""
+        return not self.budgets or split_budget_label(label)[1] == self.budgets[-1]
+
     def display(self, label: str) -> str:
         """A label as tables and figures show it: with the other names of its runs."""
         others = self.aliases.get(label)
@@ -65,12 +82,13 @@ class StudyView:
         }
 
     def same_runs_as_baseline(self, label: str) -> bool:
-        """True when a label names the baseline's very runs (the paper's baseline and cosine)."""
+        """True when a label names its baseline's very runs (the paper's baseline and cosine)."""
 
         def ids(name: str) -> set[str]:
             return {r.run_id for r in self.records if r.label == name}
 
-        return label != self.baseline and ids(label) == ids(self.baseline)
+        baseline = self.baseline_for(label)
+        return label != baseline and ids(label) == ids(baseline)
 
     def floor(self, metric: str, dataset: str) -> float:
         """What a perfect model scores on ``metric`` here (its registered floor), or NaN."""

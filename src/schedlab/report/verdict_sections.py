@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from schedlab.config.budgets import split_budget_label
 from schedlab.metrics import METRICS
 from schedlab.report.data import TABLE_METRICS, StudyView
 from schedlab.report.html import esc, fmt, table
@@ -69,13 +70,24 @@ def recommendation_row(rec: Recommendation, view: StudyView, digits: int) -> lis
     for cell in rec.baseline_cells:
         counts[cell.verdict] = counts.get(cell.verdict, 0) + 1
     others = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no other schedule"
-    name = view.display(view.baseline)
+    name = view.display(rec.schedule)
     return [
         rec.dataset,
-        name if view.baseline == "baseline" else f"{name}, the baseline",
+        name if rec.schedule == "baseline" else f"{name}, the baseline",
         mean,
         f"best by mean; the others against it: {others}",
     ]
+
+
+def at_budget(view: StudyView) -> str:
+    return f" at the largest budget ({view.budgets[-1]} steps)" if view.budgets else ""
+
+
+def baseline_name(view: StudyView) -> str:
+    """The baseline as the page names it (at every budget in a budgets study)."""
+    if not view.budgets:
+        return view.baseline
+    return f"{split_budget_label(view.baseline)[0]} at the same budget"
 
 
 def verdict_section(view: StudyView, families: dict[str, Family], primary: str) -> str:
@@ -92,8 +104,9 @@ def verdict_section(view: StudyView, families: dict[str, Family], primary: str) 
     return (
         '<h2 id="verdict">Verdict</h2>'
         f"<p>Primary metric: <b>{esc(metric_title(primary))}</b> ({direction} is better). Per "
-        f"dataset, the schedule with the best mean, and what the statistics say against the "
-        f"baseline ({esc(view.baseline)}). Differences: paired t-tests, Holm-corrected over "
+        f"dataset, the schedule with the best mean{at_budget(view)}, and what the statistics "
+        f"say against the baseline ({esc(baseline_name(view))}). Differences: paired t-tests, "
+        "Holm-corrected over "
         f"the family of {family.size} comparisons (every schedule x dataset) at alpha = "
         f"{family.alpha:g}; equivalent: paired TOST within the margin ({esc(family.margin_text)}),"
         " Holm-corrected the same way; a verdict needs at least "
@@ -160,7 +173,8 @@ def paired_section(view: StudyView, families: dict[str, Family]) -> str:
             f"{family.size})</h3>" + table(["schedule", *view.datasets], lines)
         )
     return (
-        f'<h2 id="paired">Paired comparisons against the baseline ({esc(view.baseline)})</h2>'
+        f'<h2 id="paired">Paired comparisons against the baseline ({esc(baseline_name(view))})'
+        "</h2>"
         "<p>Schedule minus baseline on the seeds both have (paired seeds share initial weights, "
         f"data order and noise): mean difference, its {INTERVAL} (on the paired differences), "
         "the paired t-test's p-value Holm-adjusted over the metric's family (every schedule x "

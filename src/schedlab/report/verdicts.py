@@ -100,11 +100,12 @@ class Family:
 
 
 def compared_labels(view: StudyView) -> list[str]:
-    """Labels compared with the baseline: not the baseline, nor another name for its runs."""
+    """Labels compared with the baseline (at their budget in a budgets study): not the
+    baseline, nor another name for its runs."""
     return [
         label
         for label in view.labels
-        if label != view.baseline and not view.same_runs_as_baseline(label)
+        if label != view.baseline_for(label) and not view.same_runs_as_baseline(label)
     ]
 
 
@@ -113,16 +114,15 @@ def family(view: StudyView, metric: str, settings: CompareSettings) -> Family:
     margin = settings.margin(metric)
     raw = []
     for label in compared_labels(view):
+        baseline = view.baseline_for(label)
         for dataset in view.datasets:
             worst = worst_finite(view, dataset, metric)
             paired = paired_comparison(
                 counted_values(view, label, dataset, metric),
-                counted_values(view, view.baseline, dataset, metric),
+                counted_values(view, baseline, dataset, metric),
                 worst if math.isfinite(worst) else None,
             )
-            base = [
-                v for v in view.values(view.baseline, dataset, metric).values() if math.isfinite(v)
-            ]
+            base = [v for v in view.values(baseline, dataset, metric).values() if math.isfinite(v)]
             delta = margin.of(float(np.mean(base))) if base else math.nan
             raw.append((label, dataset, paired, delta))
     judged = judge([(p, delta) for *_, p, delta in raw], settings, lower_is_better(metric))
@@ -199,11 +199,14 @@ class Recommendation:
 
 
 def recommendations(view: StudyView, primary: Family) -> list[Recommendation]:
+    """Per dataset, the best schedule by mean (in a budgets study: at the largest budget)."""
     lower = lower_is_better(primary.metric)
+    compared = [label for label in compared_labels(view) if view.at_largest_budget(label)]
+    candidates = [view.baseline_for(compared[0]) if compared else view.baseline, *compared]
     out = []
     for dataset in view.datasets:
         means = {}
-        for label in [view.baseline, *compared_labels(view)]:
+        for label in candidates:
             mean = cell_mean(counted_values(view, label, dataset, primary.metric))
             if not math.isnan(mean):
                 means[label] = mean if lower else -mean
@@ -212,7 +215,9 @@ def recommendations(view: StudyView, primary: Family) -> list[Recommendation]:
         best = min(means, key=lambda s: means[s])
         values = counted_values(view, best, dataset, primary.metric)
         failures = sum(math.isinf(v) for v in values.values())
-        cells = [c for c in primary.cells if c.dataset == dataset]
+        cells = [
+            c for c in primary.cells if c.dataset == dataset and view.at_largest_budget(c.schedule)
+        ]
         mine = next((c for c in cells if c.schedule == best), None)
         out.append(
             Recommendation(

@@ -127,6 +127,36 @@ class StoreReads:
         ).fetchone()
         return row[0] if row else None
 
+    def branch_point(self, parent: str, step: int) -> bytes | None:
+        """The trunk ``parent``'s checkpoint kept at ``step`` for its branches, if saved and
+        not freed."""
+        row = self.conn.execute(
+            "SELECT state FROM branch_points WHERE run_id = ? AND step = ?", (parent, step)
+        ).fetchone()
+        return row[0] if row else None
+
+    def branch_point_saved(self, parent: str, step: int) -> bool:
+        """Whether the trunk ``parent``'s checkpoint at ``step`` is kept (saved, not freed)."""
+        row = self.conn.execute(
+            "SELECT state IS NOT NULL FROM branch_points WHERE run_id = ? AND step = ?",
+            (parent, step),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def branch_origins(self, run_ids: Iterable[str]) -> dict[str, tuple[str, int, float | None]]:
+        """branch run id -> (trunk run id, branch step, the trunk's training time at that
+        step: None until its checkpoint there was saved), for the runs that are branches."""
+        out = {}
+        for run_id in run_ids:
+            row = self.conn.execute(
+                "SELECT b.parent, b.step, p.training_time FROM branches b LEFT JOIN "
+                "branch_points p ON p.run_id = b.parent AND p.step = b.step WHERE b.run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row:
+                out[run_id] = (row[0], row[1], row[2])
+        return out
+
     def checkpoint_steps(self, run_ids: Iterable[str]) -> dict[str, int]:
         """run id -> the step of its checkpoint, for the runs that have one."""
         out = {}

@@ -11,6 +11,9 @@ checkpoints (``checkpoints``: a run in training's latest state, dropped when it 
 the step each run resumed at (``runs.resumed_from``; NULL for runs trained before it).
 Schema 6 adds post-hoc EMA: each run's snapshots of its tracked EMAs (``snapshots``) and the
 measurements of the EMAs formed from them (``ema_sweep``, keyed by the EMA's relative std).
+Schema 7 adds cooldown branches: each branch run's trunk and branch step (``branches``) and the
+trunk's checkpoints kept at those steps (``branch_points``: the state is NULL until saved and
+again once every branch from it has committed; the trunk's training time there stays).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from schedlab.store.status import STORED, RunStatus
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _STATUS_CHECK = ", ".join(f"'{s}'" for s in STORED)
 TABLES = [
@@ -118,6 +121,20 @@ EMA_SWEEP_TABLE = """CREATE TABLE ema_sweep (
     PRIMARY KEY (run_id, ema_std, metric, mkey)
 )"""
 TABLES += [SNAPSHOTS_TABLE, EMA_SWEEP_TABLE]
+BRANCHES_TABLE = """CREATE TABLE branches (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
+    parent TEXT NOT NULL REFERENCES runs(run_id),
+    step INTEGER NOT NULL
+)"""
+BRANCH_POINTS_TABLE = """CREATE TABLE branch_points (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    step INTEGER NOT NULL,
+    state BLOB,
+    training_time REAL,
+    saved_at REAL,
+    PRIMARY KEY (run_id, step)
+)"""
+TABLES += [BRANCHES_TABLE, BRANCH_POINTS_TABLE]
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -140,8 +157,11 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
     if version <= 4:
         conn.execute("ALTER TABLE runs ADD COLUMN resumed_from INTEGER")  # schema 5
         conn.execute(CHECKPOINTS_TABLE)
-    conn.execute(SNAPSHOTS_TABLE)  # schema 6
-    conn.execute(EMA_SWEEP_TABLE)
+    if version <= 5:
+        conn.execute(SNAPSHOTS_TABLE)  # schema 6
+        conn.execute(EMA_SWEEP_TABLE)
+    conn.execute(BRANCHES_TABLE)  # schema 7
+    conn.execute(BRANCH_POINTS_TABLE)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 

@@ -29,6 +29,7 @@ from schedlab.store.schema import SCHEMA_VERSION, create, migrate, plan_id_of
 from schedlab.store.status import FINISHED, RunStatus, shown_status
 
 PENDING, RUNNING, FAILED = RunStatus.PENDING, RunStatus.RUNNING, RunStatus.FAILED
+_FINISHED = ", ".join(f"'{s}'" for s in FINISHED)
 
 
 def default_path(study: str) -> Path:
@@ -205,6 +206,17 @@ class Store(StoreReads):
                     (search, trial, run.seed, run.run_id),
                 )
 
+    def register_branches(self, branches: Iterable[tuple[str, str, int]]) -> None:
+        """Record branch runs: (run id, its trunk's run id, the trunk's step it starts from)
+        each; the trunk then keeps its checkpoint at that step until they have committed."""
+        with self._transaction() as c:
+            for run_id, parent, step in branches:
+                c.execute("INSERT OR IGNORE INTO branches VALUES (?, ?, ?)", (run_id, parent, step))
+                c.execute(
+                    "INSERT OR IGNORE INTO branch_points (run_id, step) VALUES (?, ?)",
+                    (parent, step),
+                )
+
     def status(self, run_id: str) -> str | None:
         row = self.conn.execute(
             "SELECT status, owner, lease_expires FROM runs WHERE run_id = ?", (run_id,)
@@ -317,19 +329,31 @@ class Store(StoreReads):
                     run_id,
                 ),
             )
+            free_branch_point(c, run_id)
             return True
 
     def save_checkpoint(
-        self, run_id: str, step: int, state: bytes, snapshots: Iterable[Snapshot] = ()
+        self,
+        run_id: str,
+        step: int,
+        state: bytes,
+        snapshots: Iterable[Snapshot] = (),
+        training_time: float | None = None,
     ) -> None:
         """Keep ``state`` as the run's latest checkpoint (from any thread), and those of its
         post-hoc EMA snapshots not stored yet. Any checkpoint of a run is a point on its one
-        trajectory, so whoever writes last is right."""
+        trajectory, so whoever writes last is right. At a step a branch starts from (one not
+        committed yet), it is also kept there, with the ``training_time`` it had."""
+        now = time.time()
         with self.lock, self._transaction() as c:
             write_snapshots(c, run_id, snapshots)
             c.execute(
-                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
-                (run_id, step, state, time.time()),
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (run_id, step, state, now)
+            )
+            c.execute(
+                "UPDATE branch_points SET state = ?, training_time = ?, saved_at = ? "
+                f"WHERE run_id = ? AND step = ? AND state IS NULL AND {_BRANCH_UNCOMMITTED}",
+                (state, training_time, now, run_id, step, run_id, step),
             )
 
     def reclaim_space(self) -> bool:
@@ -338,7 +362,10 @@ class Store(StoreReads):
         reclaim or another process was using the store (it is tried again after the next run)."""
         pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
         free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
-        held = self.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+        held = self.conn.execute(
+            "SELECT (SELECT count(*) FROM checkpoints) + "
+            "(SELECT count(*) FROM branch_points WHERE state IS NOT NULL)"
+        ).fetchone()[0]
         if held or free * 4 <= pages:
             return False
         try:
@@ -391,6 +418,25 @@ class Store(StoreReads):
                 "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
                 (run_id, skey, encode_array(points.astype(np.float32)), seconds),
             )
+
+
+# A branch from the trunk (?, step ?) has not committed yet.
+_BRANCH_UNCOMMITTED = (
+    "EXISTS (SELECT 1 FROM branches b JOIN runs r ON r.run_id = b.run_id "
+    f"WHERE b.parent = ? AND b.step = ? AND r.status NOT IN ({_FINISHED}))"
+)
+
+
+def free_branch_point(c: sqlite3.Connection, run_id: str) -> None:
+    """Drop the state of the trunk checkpoint ``run_id`` branched from once every branch from it
+    has committed (its step and training time stay)."""
+    row = c.execute("SELECT parent, step FROM branches WHERE run_id = ?", (run_id,)).fetchone()
+    if row is not None:
+        c.execute(
+            "UPDATE branch_points SET state = NULL WHERE run_id = ? AND step = ? "
+            f"AND NOT {_BRANCH_UNCOMMITTED}",
+            (*row, *row),
+        )
 
 
 def write_snapshots(c: sqlite3.Connection, run_id: str, snapshots: Iterable[Snapshot]) -> None:

@@ -87,12 +87,16 @@ class Checkpoint:
 @dataclass(frozen=True)
 class CheckpointPolicy:
     """When a fleet saves its members: every ``every_steps`` steps, or when ``every_seconds``
-    of training have passed since the last save (the default: about once a minute)."""
+    of training have passed since the last save (the default: about once a minute); and at
+    each of ``at_steps`` (where a branch starts from a trunk)."""
 
     every_steps: int | None = None
     every_seconds: float = 60.0
+    at_steps: frozenset[int] = frozenset()
 
     def due(self, step: int, seconds_since: float) -> bool:
+        if step in self.at_steps:
+            return True
         if self.every_steps is not None:
             return step % self.every_steps == 0
         return seconds_since >= self.every_seconds
