@@ -4,6 +4,7 @@ trunk's checkpoint, the checkpoint freed after the last branch, kill -9 in betwe
 compute the report says each strategy spent."""
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,8 +18,11 @@ from schedlab.config.budgets import branch_step
 from schedlab.config.study import parse_study
 from schedlab.execute.driver import Driver
 from schedlab.execute.local import run_study
+from schedlab.execute.sweep import sweep_study
+from schedlab.metrics import METRICS
 from schedlab.plan import expand
 from schedlab.report.budgets import compute_spent
+from schedlab.report.build import build_report
 from schedlab.report.data import load_study_view
 from schedlab.store.arrays import decode_array
 from schedlab.store.records import Commit
@@ -58,7 +62,7 @@ def study_text(seeds=1, small=120, large=200, posthoc="true"):
     return (
         f'name = "budgets"\ndatasets = ["moons"]\nseeds = {seeds}\n'
         f"[budgets]\nsteps = [{small}, {large}]\n{SETTINGS}"
-        f"[ema]\nposthoc = {posthoc}\nsnapshots = 4\n{BRANCHES}"
+        f"[ema]\nposthoc = {posthoc}\nsnapshots = 5\n{BRANCHES}"
     )
 
 
@@ -213,8 +217,6 @@ def test_the_compute_figures_are_the_steps_and_seconds_in_the_store(budgets_stor
 
 
 def test_the_budgets_section_reads_every_strategy_at_every_budget(budgets_store, tmp_path):
-    from schedlab.report.build import build_report
-
     with Store(budgets_store, read_only=True) as db:
         index = build_report(db, "budgets", tmp_path / "report").index
     page = index.read_text()
@@ -229,6 +231,36 @@ def test_the_budgets_section_reads_every_strategy_at_every_budget(budgets_store,
     ):
         assert text in section, text
     assert "cosine at the same budget" in page
+
+
+def test_the_trunk_plus_ema_at_a_budget_is_the_ema_a_run_of_that_length_has(
+    budgets_store, tmp_path
+):
+    heldout = METRICS["eval_loss_heldout_ema"]
+    store = tmp_path / "swept.sqlite"
+    shutil.copy(budgets_store, store)
+    with Store(store) as db:
+        outcome = sweep_study(parse_study(study_text(), "budgets.toml"), db, [0.05, 0.1], [heldout])
+        ids = by_label(db, "budgets")
+        swept = {(r, std): v for r, std, _, _, v in db.sweep(ids.values())}
+    # Every run tracked EMAs but the branches and the trunk read at 120, which reads its trunk's.
+    assert outcome.runs == 4 and (ids["constant @ 120"], 0.05) in swept
+    # A constant LR trained for 120 steps, tracking the same EMAs: its EMA at its end.
+    text = straight_text('[[schedules]]\nname = "constant"\nparams = { warmup_steps = 10 }', 120)
+    text += "[ema]\nposthoc = true\nsnapshots = 5\n"
+    with Store(tmp_path / "straight.sqlite") as db:
+        study = parse_study(text, "plain.toml")
+        run_study(study, db)
+        sweep_study(study, db, [0.05, 0.1], [heldout])
+        rows = db.sweep(by_label(db, "budgets").values())
+    assert len(rows) == 2
+    for _, std, _, _, value in rows:
+        assert swept[(ids["constant @ 120"], std)] == pytest.approx(value, rel=1e-5)
+    with Store(store, read_only=True) as db:
+        page = build_report(db, "budgets", tmp_path / "report").index.read_text()
+    row = page[page.index("constant + post-hoc EMA") :].split("</tr>")[0]
+    assert "length 0.05" in row or "length 0.1" in row
+    assert "not cross-fitted" in row  # one seed
 
 
 def commit(resumed_from: int = 0) -> Commit:

@@ -221,8 +221,9 @@ def posthoc_size_line(spec: StudySpec, engine: str) -> str:
     from schedlab.plan import expand, unique
 
     t, ema = spec.train, spec.ema
-    runs = unique(expand(spec, engine))
-    count = len(ema.stds) * len(snapshot_steps(t.steps, ema.snapshots))
+    # Branches, and a trunk read at a smaller budget, track none.
+    runs = [run for run in unique(expand(spec, engine)) if run.settings.ema.posthoc]
+    count = len(ema.stds) * len(snapshot_steps(max(spec.lengths), ema.snapshots))
     itemsize = 8 if t.dtype == "float64" else 4
     models = {json.dumps(run.model.identity(), sort_keys=True): run.model for run in runs}
     sizes = {key: parameter_count(model) * itemsize for key, model in models.items()}
@@ -230,7 +231,8 @@ def posthoc_size_line(spec: StudySpec, engine: str) -> str:
     per_run = ", ".join(size_text(count * size) for size in sorted(set(sizes.values())))
     return (
         f"post-hoc EMA: {count} snapshots a run ({len(ema.stds)} EMAs x {count // len(ema.stds)})"
-        f" add {per_run} a run to the store, {size_text(total)} for the study's {len(runs)} runs"
+        f" add {per_run} a run to the store, {size_text(total)} for the study's {len(runs)} runs "
+        "that track them"
     )
 
 

@@ -62,6 +62,17 @@ def parse_metrics(text: str) -> list[Metric]:
     return [valid[name] for name in dict.fromkeys(names)]
 
 
+def snapshot_source(run: RunSpec) -> tuple[str, int | None]:
+    """(run id, step): whose snapshots a run's post-hoc EMAs are formed from, and after how
+    many steps. A trunk read at a smaller budget (a branch that trains no step) has its trunk's
+    EMAs at that budget: a power-function EMA's length is relative to the step it is read at,
+    so the trunk's EMA at B is the EMA a run of B steps would have had. Any other run: its own,
+    at its end."""
+    if run.branch is not None and run.branch.step == run.budget:
+        return run.branch.parent, run.budget
+    return run.run_id, None
+
+
 def sweep_todo(
     study: StudySpec, store: Store, engine: str, stds: list[float], metrics: list[Metric]
 ) -> list[tuple[RunSpec, list[tuple[float, Metric]]]]:
@@ -72,7 +83,7 @@ def sweep_todo(
         for run in plan.unique(planned_runs(study, engine, store))
         if store.status(run.run_id) == RunStatus.DONE
     ]
-    counts = store.snapshot_counts(r.run_id for r in runs)
+    counts = store.snapshot_counts(snapshot_source(r)[0] for r in runs)
     if not counts:
         raise ValueError(
             f"no finished run of study {study.name!r} has post-hoc EMA snapshots: set "
@@ -84,7 +95,7 @@ def sweep_todo(
     }
     todo = []
     for run in runs:
-        if run.run_id not in counts:
+        if snapshot_source(run)[0] not in counts:
             continue
         missing = [
             (std, m)
@@ -107,7 +118,8 @@ def sweep_study(
     progress: Callable[[int, int], None] | None = None,
 ) -> SweepOutcome:
     """Measure every finished run's post-hoc EMAs of relative stds ``stds`` at the end of its
-    training; ``progress(done, total)`` after each run."""
+    training (a trunk read at a budget: its trunk's, at that budget); ``progress(done,
+    total)`` after each run."""
     from schedlab.averaging.reconstruct import averaged_weights
     from schedlab.execute.work import Worker
     from schedlab.measure.evaluate import Trained, evaluate
@@ -116,9 +128,10 @@ def sweep_study(
     todo = sweep_todo(study, store, engine, stds, metrics)
     worker, outcome = Worker(), SweepOutcome()
     for done, (run, missing) in enumerate(todo, 1):
-        snapshots = store.snapshots(run.run_id)
+        source, at = snapshot_source(run)
+        snapshots = store.snapshots(source, at)
         lengths = sorted({std for std, _ in missing})
-        models = [worker.model(run, averaged_weights(snapshots, std)[0]) for std in lengths]
+        models = [worker.model(run, averaged_weights(snapshots, std, at)[0]) for std in lengths]
         workload = worker.workload(run)
         drawn: list[tuple[np.ndarray, float] | None] = [None] * len(models)
         if any("samples" in m.needs for _, m in missing):

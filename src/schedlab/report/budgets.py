@@ -22,10 +22,18 @@ from schedlab.config.budgets import (
 )
 from schedlab.config.entries import ScheduleEntry
 from schedlab.report.data import TABLE_METRICS, StudyView
+from schedlab.report.ema_sweep import Best, best_length, length_quality, load_sweeps, swept_lengths
 from schedlab.report.html import esc, fmt, table
-from schedlab.report.stats import summarize
+from schedlab.report.stats import paired_comparison, summarize
 from schedlab.report.verdict_sections import metric_title
-from schedlab.report.verdicts import Family, counted_values, lower_is_better
+from schedlab.report.verdicts import (
+    Family,
+    compare_settings,
+    counted_values,
+    judge,
+    lower_is_better,
+    worst_finite,
+)
 from schedlab.store.reads import StoreReads
 from schedlab.store.status import RunStatus
 
@@ -127,6 +135,92 @@ def compute_spent(view: StudyView, store: StoreReads) -> dict[str, Spent]:
     return out
 
 
+# (trunk label, budget, dataset) -> the trunk's post-hoc EMA there at its best length
+Averages = dict[tuple[str, int, str], Best]
+
+
+def trunk_averages(view: StudyView, store: StoreReads, metric: str) -> Averages:
+    """Each trunk's post-hoc EMA at each budget, at its best length: cross-fitted over seeds,
+    among the lengths the snapshots taken by that budget build within [compare]
+    ema_max_error (`schedlab measure --ema-sweep` measured them)."""
+    sweep = load_sweeps(view, store).get(metric)
+    if not sweep:
+        return {}
+    max_error = compare_settings(view).ema_max_error
+    swept = swept_lengths({metric: sweep})
+    out = {}
+    for strategy in strategies(view):
+        if strategy.kind != "trunk":
+            continue
+        for budget in view.budgets:
+            quality = length_quality(view, swept, budget)
+            usable = {std for std, q in quality.items() if q.error <= max_error}
+            label = view.label_of(budget_label(strategy.label, budget))
+            for dataset in view.datasets:
+                best = best_length(sweep.get(label, {}).get(dataset, {}), usable)
+                if best is not None:
+                    out[(strategy.label, budget, dataset)] = best
+    return out
+
+
+def averaged_verdicts(
+    view: StudyView, averages: Averages, metric: str
+) -> dict[tuple[str, int, str], tuple[dict[int, float], str]]:
+    """(trunk, budget, dataset) -> (seed -> value, a failed seed the worst; the verdict
+    against the baseline at that budget): the rows one Holm family."""
+    settings = compare_settings(view)
+    keys, compared, values = [], [], []
+    for (trunk, budget, dataset), best in averages.items():
+        label = view.label_of(budget_label(trunk, budget))
+        mine = dict(best.values)
+        mine.update(
+            {s: v for s, v in counted_values(view, label, dataset, metric).items() if math.isinf(v)}
+        )
+        baseline = counted_values(view, view.baseline_for(label), dataset, metric)
+        worst = worst_finite(view, dataset, metric)
+        paired = paired_comparison(mine, baseline, worst if math.isfinite(worst) else None)
+        finite = [v for v in baseline.values() if math.isfinite(v)]
+        margin = (
+            settings.margin(metric).of(float(sum(finite) / len(finite))) if finite else math.nan
+        )
+        keys.append((trunk, budget, dataset))
+        compared.append((paired, margin))
+        values.append(mine)
+    judged = judge(compared, settings, lower_is_better(metric))
+    return {
+        key: (mine, verdict)
+        for key, mine, (_, _, verdict, _) in zip(keys, values, judged, strict=True)
+    }
+
+
+def interval(values: dict[int, float], digits: int) -> str:
+    """Mean [95% t interval] n over the finite values, and how many seeds failed."""
+    failed = sum(math.isinf(v) for v in values.values())
+    s = summarize(list(values.values()))
+    text = f"{fmt(s.mean, digits)} [{fmt(s.ci_low, digits)}, {fmt(s.ci_high, digits)}] n={s.n}"
+    return text + (f", {failed} failed" if failed else "")
+
+
+def averaged_row(
+    view: StudyView,
+    trunk: str,
+    dataset: str,
+    averages: Averages,
+    verdicts: dict[tuple[str, int, str], tuple[dict[int, float], str]],
+    digits: int,
+) -> list[str]:
+    cells = [f"{trunk} + post-hoc EMA (the trunk's, at its best length, cross-fitted)"]
+    for budget in view.budgets:
+        best = averages.get((trunk, budget, dataset))
+        if best is None:
+            cells.append("-")
+            continue
+        values, verdict = verdicts[(trunk, budget, dataset)]
+        how = "" if best.cross_fitted else ", one seed: not cross-fitted"
+        cells.append(f"{interval(values, digits)}, length {best.std:g}{how}: {verdict}")
+    return cells
+
+
 def budgets_section(view: StudyView, store: StoreReads, primary: Family | None) -> str:
     """The section, or "" for a study without budgets."""
     if not view.budgets or primary is None:
@@ -136,18 +230,19 @@ def budgets_section(view: StudyView, store: StoreReads, primary: Family | None) 
     entries = {e.display: e for e in map(ScheduleEntry.model_validate, view.spec["schedules"])}
     verdicts = {(c.schedule, c.dataset): c for c in primary.cells}
     kinds = strategies(view)
+    averages = trunk_averages(view, store, metric)
+    averaged = averaged_verdicts(view, averages, metric)
     tables = []
     for dataset in view.datasets:
         rows = []
         for strategy in kinds:
+            if strategy.kind == "trunk" and averages:
+                rows.append(averaged_row(view, strategy.label, dataset, averages, averaged, digits))
             cells = [f"{strategy.label} ({strategy.describe(entries)})"]
             for budget in view.budgets:
                 label = view.label_of(budget_label(strategy.label, budget))
                 values = counted_values(view, label, dataset, metric)
-                failed = sum(math.isinf(v) for v in values.values())
-                s = summarize(list(values.values()))
-                text = f"{fmt(s.mean, digits)} [{fmt(s.ci_low, digits)}, {fmt(s.ci_high, digits)}]"
-                text += f" n={s.n}" + (f", {failed} failed" if failed else "")
+                text = interval(values, digits)
                 cell = verdicts.get((label, dataset))
                 if cell is not None:
                     text += f": {cell.verdict}"
@@ -179,7 +274,12 @@ def budgets_section(view: StudyView, store: StoreReads, primary: Family | None) 
         f"baseline trained for the same budget ({esc(split_budget_label(view.baseline)[0])}), "
         f"from the Holm-corrected family of the verdict above (margin "
         f"{esc(primary.margin_text)}). A trunk's row at a smaller budget is the trunk's "
-        "checkpoint there, measured: no cooldown.</p>"
+        "checkpoint there, measured: no cooldown. The trunk + post-hoc EMA row (when the "
+        "trunk kept snapshots and <code>schedlab measure --ema-sweep</code> measured them) is "
+        "the trunk's power-function EMA formed at each budget, at the length with the lowest "
+        "mean on the other fold of seeds among those its snapshots build within "
+        f"{compare_settings(view).ema_max_error:.0%}; its verdicts are a Holm family of their "
+        "own (those rows).</p>"
         + "".join(tables)
         + "<h3>Compute spent for every budget</h3><p>Training steps and training time (fleet "
         "shares: a fleet's wall time over its runs) read from the store, summed over datasets "

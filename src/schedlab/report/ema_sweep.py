@@ -46,16 +46,21 @@ class Quality:
     achieved: float  # its relative std (NaN: negative weights leave it undefined)
 
 
-def length_quality(view: StudyView, stds: list[float]) -> dict[float, Quality]:
-    """How well the study's snapshots build each swept length at the end of training."""
+def length_quality(
+    view: StudyView, stds: list[float], end: int | None = None
+) -> dict[float, Quality]:
+    """How well the study's snapshots build each swept length after ``end`` steps (default: the
+    end of training; a budgets study's trunk trains to its largest budget)."""
     ema = PosthocSettings.model_validate(view.spec.get("ema", {}))
     steps = TrainSettings.model_validate(view.spec.get("train", {})).steps
-    taken = sorted(PosthocPlan.of(ema.stds, ema.snapshots, steps).steps)
+    steps = view.budgets[-1] if view.budgets else steps
+    end = steps if end is None else end
+    taken = [t for t in sorted(PosthocPlan.of(ema.stds, ema.snapshots, steps).steps) if t <= end]
     at = np.array([t for _ in ema.stds for t in taken], dtype=np.float64)
     gammas = np.array([gamma_of(s) for s in ema.stds for _ in taken])
     out = {}
     for std in stds:
-        error, achieved = reconstruction(at, gammas, steps, gamma_of(std))
+        error, achieved = reconstruction(at, gammas, end, gamma_of(std))
         out[std] = Quality(error, achieved if achieved > 0 else math.nan)
     return out
 
@@ -75,6 +80,19 @@ def load_sweeps(view: StudyView, store: Store) -> dict[str, Sweep]:
             cell = out.setdefault(metric, {}).setdefault(record.label, {})
             cell.setdefault(record.dataset, {}).setdefault(record.seed, {})[std] = value
     return out
+
+
+def swept_lengths(sweeps: dict[str, Sweep]) -> list[float]:
+    return sorted(
+        {
+            std
+            for sweep in sweeps.values()
+            for cells in sweep.values()
+            for seeds in cells.values()
+            for values in seeds.values()
+            for std in values
+        }
+    )
 
 
 # (label, dataset) -> the cell's best length, for one metric
@@ -203,6 +221,8 @@ def quality_table(quality: dict[float, Quality], settings: CompareSettings) -> s
 def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
     """The section (a pointer to the sweep when runs kept snapshots but none was swept; ""
     when none kept any); writes ema_best.csv."""
+    if view.budgets:  # its section "One run, every budget" reads the trunk's EMA per budget
+        return ""
     sweeps = load_sweeps(view, store)
     if not sweeps:
         if not store.snapshot_counts(r.run_id for r in view.finished()):
@@ -214,16 +234,7 @@ def sweep_section(view: StudyView, store: Store, out_dir: Path) -> str:
             "compares the schedules at their best averaging.</p>"
         )
     settings = compare_settings(view)
-    swept = sorted(
-        {
-            std
-            for sweep in sweeps.values()
-            for cells in sweep.values()
-            for seeds in cells.values()
-            for values in seeds.values()
-            for std in values
-        }
-    )
+    swept = swept_lengths(sweeps)
     quality = length_quality(view, swept)
     usable = {std for std, q in quality.items() if q.error <= settings.ema_max_error}
     figure = sweep_figure(view, sweeps, out_dir, usable)
