@@ -50,7 +50,7 @@ def export_rows(spec: StudySpec, db: Store, engine: str) -> list[dict[str, Any]]
 
     planned = plan_records(spec, db, engine)
     known = [record for *_, record in planned if record is not None]
-    baseline = default_baseline([entry.display for entry in spec.schedules])
+    baseline = default_baseline(list(dict.fromkeys(label for label, *_ in planned)))
     derived, targets = with_targets(db, spec.model_dump(mode="json"), known, baseline)
     by_run = {(r.label, r.run_id): r for r in derived}
     chosen: dict[tuple[str, str], int] = {}
