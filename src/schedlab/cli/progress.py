@@ -30,6 +30,9 @@ class LogLines:
     def line(text: str) -> None:
         err.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, highlight=False)
 
+    def length(self, steps: int) -> None:
+        self.steps = steps
+
     def started(self, what: str, done: int, total: int) -> None:
         self.what, self.since = what, None
         self.last_line = time.monotonic()
@@ -75,7 +78,8 @@ def progress_display(
 
     if not err.is_terminal:
         lines = LogLines(steps)
-        yield Events(lines.started, lines.finished), lines.step if follow_steps else None, None
+        events = Events(lines.started, lines.finished, lines.length)
+        yield events, lines.step if follow_steps else None, None
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -97,4 +101,7 @@ def progress_display(
         def step(n: int, loss: float, lr: float) -> None:
             bar.update(current, completed=n, info=f"loss {loss:.4f} lr {lr:.2e}")
 
-        yield Events(started, lambda run, status: bar.advance(overall)), step, bar
+        def length(steps: int) -> None:
+            bar.update(current, total=steps)
+
+        yield Events(started, lambda run, status: bar.advance(overall), length), step, bar

@@ -85,6 +85,7 @@ def seeds(
 
     from schedlab.config.study import load_study
     from schedlab.report.data import load_study_view
+    from schedlab.report.verdict_sections import baseline_name
     from schedlab.report.verdicts import INCONCLUSIVE, MIN_SEEDS, compare_settings, family
     from schedlab.store.store import Store, default_path
 
@@ -101,11 +102,12 @@ def seeds(
     if not any(c.paired.n for c in result.cells):
         raise ValueError(
             f"{metric} was not measured on any finished run of study {spec.name} (paired with "
-            f"{view.baseline}): nothing to plan; give another --metric"
+            f"{baseline_name(view)}): nothing to plan; give another --metric"
         )
     table = Table(
-        title=f"study {spec.name}: {metric} against {view.baseline}, margin {result.margin_text}, "
-        f"alpha {settings.alpha:g} over {result.size} comparisons, power {settings.power:.0%}"
+        title=f"study {spec.name}: {metric} against {baseline_name(view)}, margin "
+        f"{result.margin_text}, alpha {settings.alpha:g} over {result.size} comparisons, "
+        f"power {settings.power:.0%}"
     )
     for column in ("schedule", "dataset", "seeds", "paired sd", "margin"):
         table.add_column(column)

@@ -43,6 +43,7 @@ class Events:
 
     started: Callable[[str, int, int], None] = lambda description, done, total: None
     finished: Callable[[RunSpec, str], None] = lambda run, status: None
+    length: Callable[[int], None] = lambda steps: None  # the steps of the fleets starting
 
 
 @dataclass
@@ -251,6 +252,7 @@ class Driver:
                 what = f"fleet of {len(claimed[0])} runs"
             else:
                 what = describe(claimed[0][0])
+            self.events.length(max(r.budget for fleet in claimed for r in fleet))
             self.events.started(what, self.finished, total)
             try:
                 for result in executor.run(claimed):
