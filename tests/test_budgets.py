@@ -262,6 +262,9 @@ def test_the_trunk_plus_ema_at_a_budget_is_the_ema_a_run_of_that_length_has(
     row = page[page.index("constant + post-hoc EMA") :].split("</tr>")[0]
     assert "length 0.05" in row or "length 0.1" in row
     assert "not cross-fitted" in row  # one seed
+    assert row.count(": inconclusive") == 2  # against cosine + its post-hoc EMA, at 2 budgets
+    baseline = page[page.index("cosine + post-hoc EMA") :].split("</tr>")[0]
+    assert baseline.count(": the baseline") == 2
 
 
 def commit(resumed_from: int = 0) -> Commit:

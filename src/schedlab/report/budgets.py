@@ -135,14 +135,15 @@ def compute_spent(view: StudyView, store: StoreReads) -> dict[str, Spent]:
     return out
 
 
-# (trunk label, budget, dataset) -> the trunk's post-hoc EMA there at its best length
+# (schedule label, budget, dataset) -> its post-hoc EMA there at its best length
 Averages = dict[tuple[str, int, str], Best]
 
 
-def trunk_averages(view: StudyView, store: StoreReads, metric: str) -> Averages:
-    """Each trunk's post-hoc EMA at each budget, at its best length: cross-fitted over seeds,
-    among the lengths the snapshots taken by that budget build within [compare]
-    ema_max_error (`schedlab measure --ema-sweep` measured them)."""
+def averages_at_budgets(view: StudyView, store: StoreReads, metric: str) -> Averages:
+    """Each schedule's post-hoc EMA at each budget at its best length, cross-fitted over seeds,
+    among the lengths its snapshots build within [compare] ema_max_error (`schedlab measure
+    --ema-sweep` measured them): a schedule trained per budget, its own at its end; a trunk,
+    its own at each budget (its snapshots taken by then, from a run of the largest budget)."""
     sweep = load_sweeps(view, store).get(metric)
     if not sweep:
         return {}
@@ -150,10 +151,11 @@ def trunk_averages(view: StudyView, store: StoreReads, metric: str) -> Averages:
     swept = swept_lengths({metric: sweep})
     out = {}
     for strategy in strategies(view):
-        if strategy.kind != "trunk":
+        if strategy.kind == "branch":
             continue
         for budget in view.budgets:
-            quality = length_quality(view, swept, budget)
+            steps = view.budgets[-1] if strategy.kind == "trunk" else budget
+            quality = length_quality(view, swept, budget, steps)
             usable = {std for std, q in quality.items() if q.error <= max_error}
             label = view.label_of(budget_label(strategy.label, budget))
             for dataset in view.datasets:
@@ -163,34 +165,41 @@ def trunk_averages(view: StudyView, store: StoreReads, metric: str) -> Averages:
     return out
 
 
+def with_failures(view: StudyView, label: str, dataset: str, metric: str, best: Best) -> dict:
+    """A cell's values at its best length, a failed or diverged seed counted as the worst."""
+    failed = counted_values(view, label, dataset, metric)
+    return {**best.values, **{s: v for s, v in failed.items() if math.isinf(v)}}
+
+
 def averaged_verdicts(
     view: StudyView, averages: Averages, metric: str
 ) -> dict[tuple[str, int, str], tuple[dict[int, float], str]]:
-    """(trunk, budget, dataset) -> (seed -> value, a failed seed the worst; the verdict
-    against the baseline at that budget): the rows one Holm family."""
+    """(schedule, budget, dataset) -> (seed -> value, a failed seed the worst; its verdict):
+    each schedule + post-hoc EMA against the baseline + its post-hoc EMA at that budget (the
+    baseline's, "the baseline"); the rows one Holm family."""
     settings = compare_settings(view)
-    keys, compared, values = [], [], []
-    for (trunk, budget, dataset), best in averages.items():
-        label = view.label_of(budget_label(trunk, budget))
-        mine = dict(best.values)
-        mine.update(
-            {s: v for s, v in counted_values(view, label, dataset, metric).items() if math.isinf(v)}
-        )
-        baseline = counted_values(view, view.baseline_for(label), dataset, metric)
+    base_name = split_budget_label(view.baseline)[0]
+    keys, compared, values, out = [], [], [], {}
+    for (name, budget, dataset), best in averages.items():
+        mine = with_failures(view, budget_label(name, budget), dataset, metric, best)
+        base_best = averages.get((base_name, budget, dataset))
+        if name == base_name or base_best is None:
+            out[(name, budget, dataset)] = (mine, "the baseline" if name == base_name else "-")
+            continue
+        baseline = with_failures(view, budget_label(base_name, budget), dataset, metric, base_best)
         worst = worst_finite(view, dataset, metric)
         paired = paired_comparison(mine, baseline, worst if math.isfinite(worst) else None)
         finite = [v for v in baseline.values() if math.isfinite(v)]
         margin = (
             settings.margin(metric).of(float(sum(finite) / len(finite))) if finite else math.nan
         )
-        keys.append((trunk, budget, dataset))
+        keys.append((name, budget, dataset))
         compared.append((paired, margin))
         values.append(mine)
     judged = judge(compared, settings, lower_is_better(metric))
-    return {
-        key: (mine, verdict)
-        for key, mine, (_, _, verdict, _) in zip(keys, values, judged, strict=True)
-    }
+    for key, mine, (_, _, verdict, _) in zip(keys, values, judged, strict=True):
+        out[key] = (mine, verdict)
+    return out
 
 
 def interval(values: dict[int, float], digits: int) -> str:
@@ -203,19 +212,19 @@ def interval(values: dict[int, float], digits: int) -> str:
 
 def averaged_row(
     view: StudyView,
-    trunk: str,
+    name: str,
     dataset: str,
     averages: Averages,
     verdicts: dict[tuple[str, int, str], tuple[dict[int, float], str]],
     digits: int,
 ) -> list[str]:
-    cells = [f"{trunk} + post-hoc EMA (the trunk's, at its best length, cross-fitted)"]
+    cells = [f"{name} + post-hoc EMA (at its best length, cross-fitted)"]
     for budget in view.budgets:
-        best = averages.get((trunk, budget, dataset))
+        best = averages.get((name, budget, dataset))
         if best is None:
             cells.append("-")
             continue
-        values, verdict = verdicts[(trunk, budget, dataset)]
+        values, verdict = verdicts[(name, budget, dataset)]
         how = "" if best.cross_fitted else ", one seed: not cross-fitted"
         cells.append(f"{interval(values, digits)}, length {best.std:g}{how}: {verdict}")
     return cells
@@ -230,14 +239,12 @@ def budgets_section(view: StudyView, store: StoreReads, primary: Family | None) 
     entries = {e.display: e for e in map(ScheduleEntry.model_validate, view.spec["schedules"])}
     verdicts = {(c.schedule, c.dataset): c for c in primary.cells}
     kinds = strategies(view)
-    averages = trunk_averages(view, store, metric)
+    averages = averages_at_budgets(view, store, metric)
     averaged = averaged_verdicts(view, averages, metric)
     tables = []
     for dataset in view.datasets:
         rows = []
         for strategy in kinds:
-            if strategy.kind == "trunk" and averages:
-                rows.append(averaged_row(view, strategy.label, dataset, averages, averaged, digits))
             cells = [f"{strategy.label} ({strategy.describe(entries)})"]
             for budget in view.budgets:
                 label = view.label_of(budget_label(strategy.label, budget))
@@ -250,6 +257,8 @@ def budgets_section(view: StudyView, store: StoreReads, primary: Family | None) 
                     text += ": the baseline"
                 cells.append(text)
             rows.append(cells)
+            if any(key[0] == strategy.label for key in averages):
+                rows.append(averaged_row(view, strategy.label, dataset, averages, averaged, digits))
         tables.append(
             f"<h3>{esc(dataset)}</h3>"
             + table(["strategy", *(f"{b} steps" for b in view.budgets)], rows)
@@ -274,12 +283,14 @@ def budgets_section(view: StudyView, store: StoreReads, primary: Family | None) 
         f"baseline trained for the same budget ({esc(split_budget_label(view.baseline)[0])}), "
         f"from the Holm-corrected family of the verdict above (margin "
         f"{esc(primary.margin_text)}). A trunk's row at a smaller budget is the trunk's "
-        "checkpoint there, measured: no cooldown. The trunk + post-hoc EMA row (when the "
-        "trunk kept snapshots and <code>schedlab measure --ema-sweep</code> measured them) is "
-        "the trunk's power-function EMA formed at each budget, at the length with the lowest "
-        "mean on the other fold of seeds among those its snapshots build within "
-        f"{compare_settings(view).ema_max_error:.0%}; its verdicts are a Holm family of their "
-        "own (those rows).</p>"
+        "checkpoint there, measured: no cooldown. A + post-hoc EMA row (when the runs kept "
+        "snapshots and <code>schedlab measure --ema-sweep</code> measured them) is the "
+        "schedule's power-function EMA formed at each budget (a trunk's from the snapshots it "
+        "took by then), at the length with the lowest mean on the other fold of seeds among "
+        "those its snapshots build within "
+        f"{compare_settings(view).ema_max_error:.0%}; it is compared with the baseline + its "
+        "post-hoc EMA at that budget (each at its own best length), the rows a Holm family of "
+        "their own.</p>"
         + "".join(tables)
         + "<h3>Compute spent for every budget</h3><p>Training steps and training time (fleet "
         "shares: a fleet's wall time over its runs) read from the store, summed over datasets "

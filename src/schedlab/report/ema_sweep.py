@@ -47,13 +47,12 @@ class Quality:
 
 
 def length_quality(
-    view: StudyView, stds: list[float], end: int | None = None
+    view: StudyView, stds: list[float], end: int | None = None, steps: int | None = None
 ) -> dict[float, Quality]:
-    """How well the study's snapshots build each swept length after ``end`` steps (default: the
-    end of training; a budgets study's trunk trains to its largest budget)."""
+    """How well the study's snapshots build each swept length after ``end`` steps of a run of
+    ``steps`` (default: the study's run length, and its end)."""
     ema = PosthocSettings.model_validate(view.spec.get("ema", {}))
-    steps = TrainSettings.model_validate(view.spec.get("train", {})).steps
-    steps = view.budgets[-1] if view.budgets else steps
+    steps = steps or TrainSettings.model_validate(view.spec.get("train", {})).steps
     end = steps if end is None else end
     taken = [t for t in sorted(PosthocPlan.of(ema.stds, ema.snapshots, steps).steps) if t <= end]
     at = np.array([t for _ in ema.stds for t in taken], dtype=np.float64)
