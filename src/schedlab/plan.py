@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schedlab import data
-from schedlab.config.budgets import branch_step as cooldown_start
-from schedlab.config.budgets import budget_label
+from schedlab.config.budgets import branch_step, budget_label
 from schedlab.config.engines import Engine, engine_for
 from schedlab.config.entries import ScheduleEntry
 from schedlab.config.settings import PosthocSettings, Settings
@@ -219,7 +218,7 @@ def trunk_run(
     keep = set(study.budgets.steps[:-1])
     for branch in branches:
         assert branch.branch is not None
-        keep |= {cooldown_start(b, branch.branch.cooldown, warmup) for b in study.budgets.steps}
+        keep |= {branch_step(b, branch.branch.cooldown, warmup) for b in study.budgets.steps}
     return dataclasses.replace(run, keep_at=tuple(sorted(keep)))
 
 
@@ -249,7 +248,7 @@ def cooldown(entry: ScheduleEntry, trunk: RunSpec, budget: int, engine: str) -> 
         **warmup,
     }
     spec = resolve("wsd", params, budget)
-    step = cooldown_start(budget, entry.branch.cooldown, spec.warmup_steps)
+    step = branch_step(budget, entry.branch.cooldown, spec.warmup_steps)
     return RunSpec(
         trunk.dataset,
         spec,

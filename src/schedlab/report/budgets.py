@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from schedlab.config.budgets import (
     BudgetSettings,
@@ -35,6 +34,7 @@ from schedlab.report.verdicts import (
     worst_finite,
 )
 from schedlab.store.reads import StoreReads
+from schedlab.store.records import RunRecord
 from schedlab.store.status import RunStatus
 
 COMPUTE_HEADER = ["strategy", "runs", "steps (measured)", "steps (planned)", "seconds"]
@@ -85,14 +85,14 @@ def compute_spent(view: StudyView, store: StoreReads) -> dict[str, Spent]:
     run to the largest budget; a branch strategy, the trunk's run plus each branch's steps after
     its branch step (all of a branch's steps when it trained from scratch)."""
     budgets = BudgetSettings.model_validate(view.spec["budgets"])
-    runs_of: dict[str, list[Any]] = {}
+    runs_of: dict[str, list[RunRecord]] = {}
     for r in view.records:
         runs_of.setdefault(split_budget_label(r.label)[0], []).append(r)
     origins = store.branch_origins(r.run_id for r in view.records)
     entries = {e.display: e for e in map(ScheduleEntry.model_validate, view.spec["schedules"])}
     cells = len(view.datasets) * len({r.seed for r in view.records})
 
-    def own(records: list[Any]) -> tuple[int, float]:
+    def own(records: list[RunRecord]) -> tuple[int, float]:
         steps, seconds = 0, 0.0
         for r in records:
             if r.status not in (RunStatus.DONE, RunStatus.DIVERGED):
@@ -165,7 +165,9 @@ def averages_at_budgets(view: StudyView, store: StoreReads, metric: str) -> Aver
     return out
 
 
-def with_failures(view: StudyView, label: str, dataset: str, metric: str, best: Best) -> dict:
+def with_failures(
+    view: StudyView, label: str, dataset: str, metric: str, best: Best
+) -> dict[int, float]:
     """A cell's values at its best length, a failed or diverged seed counted as the worst."""
     failed = counted_values(view, label, dataset, metric)
     return {**best.values, **{s: v for s, v in failed.items() if math.isinf(v)}}
