@@ -38,13 +38,10 @@ from schedlab.store.store import Store  # noqa: E402
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 
-STUDY = """name = "onray"
-datasets = ["moons", "line"]
-seeds = 2
-[data]
+# The small model and data every study here trains.
+SETTINGS = """[data]
 n = 1200
 [train]
-steps = {steps}
 batch_size = 100
 emb_size = 8
 hidden_size = 16
@@ -52,12 +49,13 @@ hidden_layers = 1
 [eval]
 samples = 120
 heldout = 200
-[[schedules]]
-name = "cosine"
-[[schedules]]
-name = "step"
-params = {{ step_size = 20, gamma = 0.5 }}
 """
+STUDY = (
+    'name = "onray"\ndatasets = ["moons", "line"]\nseeds = 2\n'
+    + SETTINGS.replace("[train]\n", "[train]\nsteps = {steps}\n")
+    + '[[schedules]]\nname = "cosine"\n[[schedules]]\nname = "step"\n'
+    + "params = {{ step_size = 20, gamma = 0.5 }}\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,22 +108,10 @@ def test_a_study_on_two_nodes_equals_the_local_executors(cluster, tmp_path):
     assert {(status, attempts) for _, status, attempts in on_ray[3]} == {("done", 1)}
 
 
-BUDGETS = """name = "budgets"
-datasets = ["moons"]
-seeds = 2
-[budgets]
-steps = [30, 60]
-[data]
-n = 1200
-[train]
-batch_size = 100
-emb_size = 8
-hidden_size = 16
-hidden_layers = 1
-[eval]
-samples = 120
-heldout = 200
-[[schedules]]
+BUDGETS = (
+    'name = "budgets"\ndatasets = ["moons"]\nseeds = 2\n[budgets]\nsteps = [30, 60]\n'
+    + SETTINGS
+    + """[[schedules]]
 name = "cosine"
 [[schedules]]
 name = "constant"
@@ -134,6 +120,7 @@ name = "wsd"
 label = "cooldown"
 branch = { from = "constant", cooldown = 0.2, shape = "1-sqrt" }
 """
+)
 
 
 def test_a_budgets_study_on_two_nodes_equals_the_local_executors(cluster, tmp_path):

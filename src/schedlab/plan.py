@@ -222,18 +222,26 @@ def trunk_run(
     return dataclasses.replace(run, keep_at=tuple(sorted(keep)))
 
 
-def as_of(entry: ScheduleEntry, trunk: RunSpec, budget: int) -> RunSpec:
-    """The trunk as it was at ``budget`` steps: its checkpoint there, measured (no step left)."""
-    spec = resolve(trunk.schedule.name, trunk.schedule.params, budget)
+def from_trunk(
+    entry: ScheduleEntry, trunk: RunSpec, spec: ScheduleSpec, budget: int, step: int, engine: str
+) -> RunSpec:
+    """``entry`` at ``budget``: ``spec`` with the trunk's data, seed and settings (no post-hoc
+    tracking), starting from the trunk's checkpoint at ``step``."""
     return RunSpec(
         trunk.dataset,
         spec,
         budget_label(entry.display, budget),
         trunk.seed,
         with_steps(trunk.settings, budget, posthoc=False),
-        trunk.engine,
-        branch=Branch(trunk.run_id, budget),
+        engine_for(engine, spec),
+        branch=Branch(trunk.run_id, step),
     )
+
+
+def as_of(entry: ScheduleEntry, trunk: RunSpec, budget: int) -> RunSpec:
+    """The trunk as it was at ``budget`` steps: its checkpoint there, measured (no step left)."""
+    spec = resolve(trunk.schedule.name, trunk.schedule.params, budget)
+    return from_trunk(entry, trunk, spec, budget, budget, trunk.engine)
 
 
 def cooldown(entry: ScheduleEntry, trunk: RunSpec, budget: int, engine: str) -> RunSpec:
@@ -249,15 +257,7 @@ def cooldown(entry: ScheduleEntry, trunk: RunSpec, budget: int, engine: str) -> 
     }
     spec = resolve("wsd", params, budget)
     step = branch_step(budget, entry.branch.cooldown, spec.warmup_steps)
-    return RunSpec(
-        trunk.dataset,
-        spec,
-        budget_label(entry.display, budget),
-        trunk.seed,
-        with_steps(trunk.settings, budget, posthoc=False),
-        engine_for(engine, spec),
-        branch=Branch(trunk.run_id, step),
-    )
+    return from_trunk(entry, trunk, spec, budget, step, engine)
 
 
 def unique(runs: list[RunSpec]) -> list[RunSpec]:
