@@ -18,11 +18,13 @@ from schedlab.config.study import parse_study
 from schedlab.report.data import load_study_view
 from schedlab.report.stats import holm, paired_comparison, seeds_needed, t_power, tost_p
 from schedlab.report.tables import SummaryRow, ranks_by_metric
+from schedlab.report.verdict_sections import short
 from schedlab.report.verdicts import (
     BETTER,
     EQUIVALENT,
     INCONCLUSIVE,
     WORSE,
+    Cell,
     compare_settings,
     counted_values,
     decide,
@@ -218,3 +220,13 @@ def test_cross_fitted_best_lengths_never_score_a_seed_where_it_chose():
         assert best.values[seed] == per_seed[seed][best.chosen[seed]]
     poorly_built = best_length(per_seed, {0.05, 0.1})  # 0.2 and 0.3 may not be chosen
     assert set(poorly_built.chosen.values()) <= {0.05, 0.1}
+
+
+def test_a_cell_without_paired_seeds_is_not_called_inconclusive():
+    def cell(n: int) -> Cell:
+        paired = paired_comparison({s: 0.1 for s in range(n)}, {s: 0.0 for s in range(n)})
+        verdict = decide(paired, 0.5, 0.5, 0.05, lower=True)
+        return Cell("step", "moons", "kl_divergence", paired, 0.01, 0.5, 0.5, verdict, None)
+
+    assert short(cell(0)) == "not compared: no paired seeds yet"
+    assert short(cell(2)) == "inconclusive (2 paired seeds, p = 0.5)"

@@ -131,9 +131,11 @@ def family_table(view: StudyView, family: Family) -> str:
 
 
 def short(cell: Cell) -> str:
+    if cell.paired.n == 0:
+        return "not compared: no paired seeds yet"
     if cell.verdict == INCONCLUSIVE:
         more = f", ~{cell.seeds_needed} seeds" if cell.seeds_needed else ""
-        few = f"{cell.paired.n} seeds, " if cell.paired.n < MIN_SEEDS else ""
+        few = f"{cell.paired.n} paired seeds, " if cell.paired.n < MIN_SEEDS else ""
         return f"inconclusive ({few}p = {pfmt(cell.p_diff)}{more})"
     if cell.verdict == EQUIVALENT:
         return f"equivalent (p = {cell.p_equivalent:.2g})"
