@@ -16,12 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from schedlab.cli import app
-from schedlab.config.space import Dim
+from schedlab.config.entries import ScheduleEntry
+from schedlab.config.space import Dim, carried
 from schedlab.config.study import parse_study
 from schedlab.execute.local import run_study as run_locally
 from schedlab.report.data import study_records
 from schedlab.store.store import Store
-from schedlab.trials import search_result, searches
+from schedlab.trials import planned_runs, search_result, searches
 from schedlab.tuning.samplers import SobolSampler
 from schedlab.tuning.search import Tuner, optuna_path, tune_study
 
@@ -376,6 +377,21 @@ def test_budgets_scale_with_the_space_and_the_best_are_confirmed_at_the_final_le
                 for *_, run_id in confirmed
             }
             assert steps == {40}
+            # Trained at twice the tuning length, a StepLR's step size doubles (the same
+            # fraction of the run); the LR and gamma are kept.
+            trial_params = {t.number: t.params for t in result.trials}
+            for trial, _, run_id in confirmed:
+                params = json.loads(
+                    db.conn.execute(
+                        "SELECT params FROM runs WHERE run_id = ?", (run_id,)
+                    ).fetchone()[0]
+                )
+                tuned = trial_params[trial]
+                if search.label == "step":
+                    assert params["step_size"] == max(1, round(2 * tuned["step_size"]))
+                    assert params["gamma"] == tuned["gamma"]
+                else:
+                    assert params == tuned
             # Chosen: the lower score at the final length, read back from the store.
             at_final = {}
             for trial, _, run_id in confirmed:
@@ -398,3 +414,43 @@ def test_budgets_scale_with_the_space_and_the_best_are_confirmed_at_the_final_le
     # 2 datasets x (cosine 2 + step 6 trials, 2 confirmed each), one tuning seed; 12 finals
     assert phases.count("confirm") == 2 * 2 * 2 and phases.count("tune") == 2 * 8
     assert phases.count("final") == 12
+    with Store(path, create=False, read_only=True) as db:
+        finals = planned_runs(study, "fleet", db)
+    for run in finals:
+        if run.label == "step":
+            chosen = results[run.label, run.dataset].chosen.params
+            assert run.schedule.params["step_size"] == max(1, round(2 * chosen["step_size"]))
+            assert run.settings.train.steps == 40
+
+
+def test_a_configuration_tuned_short_keeps_its_shape_at_the_final_length():
+    step, exponential, plateau, cosine = (
+        ScheduleEntry(name="step"),
+        ScheduleEntry(name="exponential"),
+        ScheduleEntry(name="plateau"),
+        ScheduleEntry(name="cosine"),
+    )
+    # StepLR: 4 drops in 1,000 steps stay 4 drops in 10,000.
+    got = carried(
+        step,
+        {"lr": 1e-3, "step_size": 250, "gamma": 0.5},
+        ["lr", "step_size", "gamma"],
+        1000,
+        10000,
+    )
+    assert got == {"lr": 1e-3, "step_size": 2500, "gamma": 0.5}
+    # ExponentialLR: the LR factor left after the last step is kept.
+    gamma = carried(exponential, {"gamma": 0.995}, ["gamma"], 1000, 10000)["gamma"]
+    assert gamma**10000 == pytest.approx(0.995**1000, rel=1e-9)
+    # Plateau's patience scales; its factor does not; a held (untuned) step size stays.
+    assert carried(
+        plateau, {"patience": 37, "factor": 0.3}, ["patience", "factor"], 1000, 3000
+    ) == {
+        "patience": 111,
+        "factor": 0.3,
+    }
+    assert carried(step, {"step_size": 30, "gamma": 0.1}, ["gamma"], 1000, 10000) == {
+        "step_size": 30,
+        "gamma": 0.1,
+    }
+    assert carried(cosine, {"lr": 2e-3}, ["lr"], 1000, 10000) == {"lr": 2e-3}

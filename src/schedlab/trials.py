@@ -20,7 +20,7 @@ from typing import Any
 from schedlab.config.engines import engine_for
 from schedlab.config.entries import ScheduleEntry
 from schedlab.config.settings import PosthocSettings, Settings
-from schedlab.config.space import Dim, search_space
+from schedlab.config.space import Dim, carried, search_space
 from schedlab.config.study import StudySpec
 from schedlab.config.tune import TuneSettings
 from schedlab.metrics import METRICS
@@ -60,11 +60,20 @@ class Search:
         """Where the confirmation of its best trials at the final length is kept."""
         return f"{self.key}:confirm"
 
+    def carried(self, params: Mapping[str, Any], steps: int | None = None) -> dict[str, Any]:
+        """Schedule parameters tuned at the tuning length, for a run of ``steps`` (default
+        the study's length)."""
+        tuned = [d.name for d in self.dims]
+        to = steps or self.final_steps
+        return carried(self.entry, params, tuned, self.settings.train.steps, to)
+
     def runs(self, values: Mapping[str, Any], steps: int | None = None) -> list[RunSpec]:
         """The runs of one trial (one per tuning seed); ``values`` has a value per dim;
         ``steps``: train this long instead of the tuning length (confirmation)."""
         lr = values.get("lr", self.settings.train.lr)
         params = {**self.entry.params, **{k: v for k, v in values.items() if k != "lr"}}
+        if steps is not None and steps != self.settings.train.steps:
+            params = self.carried(params, steps)
         steps = steps or self.settings.train.steps
         spec = resolve(self.entry.name, params, steps)
         train = self.settings.train.model_copy(update={"lr": lr, "steps": steps})
@@ -235,7 +244,7 @@ def chosen_configs(
     for search in searches(study, engine):
         best = search_result(store, search).chosen
         if best is not None:
-            out[search.dataset, search.label] = (best.values["lr"], best.params)
+            out[search.dataset, search.label] = (best.values["lr"], search.carried(best.params))
     return out
 
 

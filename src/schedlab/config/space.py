@@ -6,13 +6,16 @@ count steps (a StepLR step size, a plateau patience) are fractions of the tuning
 and ExponentialLR's gamma is searched through the LR factor left at the last step, so one
 default space fits a run of any length. `[tune.space]` and a schedule's own ``tune`` table
 override a range (absolute values) or, with ``false``, hold a parameter at its given value.
+A configuration tuned at a shorter length is carried to the study's length in proportion
+(``carried``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from schedlab.config.entries import ScheduleEntry
 from schedlab.config.tune import SearchRange, TuneSettings
@@ -66,6 +69,27 @@ DEFAULT_RANGES: dict[str, dict[str, DefaultRange]] = {
     "cosine_restarts": {"t_0": DefaultRange(0.05, 1.0, log=True, scale="steps")},
     "inverse_sqrt": {"t_ref": DefaultRange(0.01, 0.5, log=True, scale="steps")},
 }
+
+
+def carried(
+    entry: ScheduleEntry, values: Mapping[str, Any], tuned: Iterable[str], tuned_at: int, steps: int
+) -> dict[str, Any]:
+    """A configuration tuned in runs of ``tuned_at`` steps, for a run of ``steps``: the tuned
+    parameters that count steps (a StepLR step size, a plateau patience) keep their fraction
+    of the run and ExponentialLR's gamma keeps the LR factor left at the last step, as cosine
+    and every length-relative schedule do by construction. Without this, a StepLR tuned at
+    1,000 steps and trained for 10,000 drops 10 times as often. Parameters held at the file's
+    value and those with no unit of steps are kept as they are."""
+    scales = DEFAULT_RANGES.get(lookup(entry.name).name, {})
+    ratio = steps / tuned_at
+    out = dict(values)
+    for name in set(tuned) & set(values) & set(scales):
+        value = values[name]
+        if scales[name].scale == "steps":
+            out[name] = type(value)(max(1, round(value * ratio)))
+        elif scales[name].scale == "final_factor":
+            out[name] = value ** (1 / ratio)
+    return out
 
 
 def search_space(entry: ScheduleEntry, tune: TuneSettings, steps: int) -> list[Dim]:

@@ -40,12 +40,16 @@ def best_rows(view: StudyView) -> list[list[str]]:
             state = f"{done} of {result.search.budget} trials scored"
             rows.append([result.search.label, result.search.dataset, "-", state, "-"])
             continue
+        config = described(best.values)
+        at_final = result.search.carried(best.values)
+        if at_final != best.values:
+            config += f" (at {result.search.final_steps:,} steps: {described(at_final)})"
         rows.append(
             [
                 result.search.label,
                 result.search.dataset,
                 str(best.number),
-                described(best.values),
+                config,
                 fmt(best.value, METRICS[result.search.tune.objective].digits),
             ]
         )
@@ -140,6 +144,7 @@ def tuning_section(view: StudyView) -> str:
     tune = view.tuning[0].search.tune
     objective = METRICS[tune.objective]
     steps = view.tuning[0].search.settings.train.steps
+    final_steps = view.tuning[0].search.final_steps
     budget = (
         f"the same budget: {tune.trials} configurations"
         if tune.trials_per_parameter is None
@@ -148,9 +153,15 @@ def tuning_section(view: StudyView) -> str:
     )
     confirmed = (
         f" The best {tune.confirm} of each search were then trained again at the study's "
-        f"length ({view.tuning[0].search.final_steps:,} steps) on the tuning seeds, and the "
-        "best there was chosen."
+        f"length ({final_steps:,} steps) on the tuning seeds, and the best there was chosen."
         if tune.confirm
+        else ""
+    )
+    carried = (
+        f" Tuned parameters that count steps were carried to the {final_steps:,}-step runs in "
+        "proportion: a step size or patience keeps its fraction of the run, ExponentialLR's "
+        "gamma the LR factor left at the last step."
+        if final_steps != steps
         else ""
     )
     intro = (
@@ -158,8 +169,8 @@ def tuning_section(view: StudyView) -> str:
         f"asked by Optuna's {esc(tune.sampler)} sampler (seed {tune.seed}) in batches of "
         f"{tune.batch}, each trained for {steps:,} steps on tuning seed(s) "
         f"{esc(', '.join(map(str, tune.tune_seeds)))} and scored by {esc(objective.label)} "
-        f"({objective.direction} is better; a diverged trial scores worst).{confirmed} The "
-        "chosen configuration was then trained on the study's seeds, which tuning never used: "
+        f"({objective.direction} is better; a diverged trial scores worst).{carried}{confirmed}"
+        " The chosen configuration was then trained on the study's seeds, which tuning never used: "
         "the tables above rank those final runs.</p>"
     )
     best = table(
